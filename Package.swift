@@ -1,0 +1,36 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+// Layers, bottom to top:
+//   C system libraries → CairnSystem (syscall wrappers) → Composefs, Trust
+//   (pure Swift on Glibc + libcrypto, no Foundation: they go into the
+//   initramfs) → CairnRepo (libostree) → executables.
+let package = Package(
+    name: "cairn",
+    platforms: [.macOS(.v13)],
+    products: [
+        .executable(name: "cairn", targets: ["cairn"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+    ],
+    targets: [
+        .systemLibrary(name: "COSTree", pkgConfig: "ostree-1", providers: [.apt(["libostree-dev"])]),
+        .systemLibrary(name: "CLibArchive", pkgConfig: "libarchive", providers: [.apt(["libarchive-dev"])]),
+        .systemLibrary(name: "CCrypto", pkgConfig: "libcrypto", providers: [.apt(["libssl-dev"])]),
+        .systemLibrary(name: "CGPGME", pkgConfig: "gpgme", providers: [.apt(["libgpgme-dev"])]),
+
+        .target(name: "CCairnShim"),
+        .target(name: "CairnSystem", dependencies: ["CCairnShim"]),
+        .target(name: "Composefs", dependencies: ["CairnSystem", "CCrypto"]),
+        .target(name: "Trust", dependencies: ["CairnSystem", "CCrypto"]),
+        .target(name: "CairnRepo", dependencies: ["COSTree", "CLibArchive", "CairnSystem", "Composefs"]),
+        .executableTarget(name: "cairn", dependencies: [
+            "CairnRepo", "Composefs",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ]),
+
+        .testTarget(name: "ComposefsTests", dependencies: ["Composefs"]),
+        .testTarget(name: "CairnRepoTests", dependencies: ["CairnRepo"]),
+    ]
+)

@@ -1,0 +1,21 @@
+#ifndef CAIRN_SHIM_H
+#define CAIRN_SHIM_H
+/* Kernel interfaces that Swift's Glibc module does not export, with
+   non-variadic wrappers for the variadic ones (ioctl). */
+#include <sys/types.h>
+#include <sys/xattr.h>
+#include <sys/mount.h>
+#include <sys/file.h>
+#include <sys/ioctl.h>
+#include <linux/fsverity.h>
+#include <linux/loop.h>
+#include <stdint.h>
+
+/* FS_IOC_ENABLE_VERITY with SHA-256 and 4096-byte blocks. */
+int cairn_enable_verity(int fd);
+/* FS_IOC_MEASURE_VERITY for SHA-256: writes 32 bytes to digest.
+   Returns 0, or -1 with errno (ENODATA: no verity on this file). */
+int cairn_measure_verity(int fd, uint8_t digest[32]);
+int cairn_ioctl_int(int fd, unsigned long request, long arg);
+int cairn_ioctl_ptr(int fd, unsigned long request, void *arg);
+#endif

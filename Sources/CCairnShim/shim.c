@@ -1,0 +1,30 @@
+#include "cairn_shim.h"
+#include <string.h>
+#include <errno.h>
+
+int cairn_enable_verity(int fd) {
+    struct fsverity_enable_arg arg;
+    memset(&arg, 0, sizeof arg);
+    arg.version = 1;
+    arg.hash_algorithm = FS_VERITY_HASH_ALG_SHA256;
+    arg.block_size = 4096;
+    return ioctl(fd, FS_IOC_ENABLE_VERITY, &arg);
+}
+
+int cairn_measure_verity(int fd, uint8_t digest[32]) {
+    uint64_t storage[(sizeof(struct fsverity_digest) + 64) / 8 + 1];
+    struct fsverity_digest *d = (struct fsverity_digest *)storage;
+    memset(storage, 0, sizeof storage);
+    d->digest_size = 64;
+    if (ioctl(fd, FS_IOC_MEASURE_VERITY, d) != 0)
+        return -1;
+    if (d->digest_algorithm != FS_VERITY_HASH_ALG_SHA256 || d->digest_size != 32) {
+        errno = EINVAL;
+        return -1;
+    }
+    memcpy(digest, d->digest, 32);
+    return 0;
+}
+
+int cairn_ioctl_int(int fd, unsigned long request, long arg) { return ioctl(fd, request, arg); }
+int cairn_ioctl_ptr(int fd, unsigned long request, void *arg) { return ioctl(fd, request, arg); }

@@ -1,0 +1,125 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+import CCairnShim
+
+/// Path-level system calls on raw-byte paths, each throwing a `SystemError`
+/// that names the path.
+public enum FileSystem {
+    public static func lstat(_ path: [UInt8], relativeTo dir: FileDescriptor = .currentWorkingDirectory) throws -> Glibc.stat {
+        var st = Glibc.stat()
+        let r = path.withCString { fstatat(dir.rawValue, $0, &st, AT_SYMLINK_NOFOLLOW) }
+        guard r == 0 else { throw SystemError.current("lstat", path: path) }
+        return st
+    }
+
+    public static func stat(_ path: [UInt8], relativeTo dir: FileDescriptor = .currentWorkingDirectory) throws -> Glibc.stat {
+        var st = Glibc.stat()
+        let r = path.withCString { fstatat(dir.rawValue, $0, &st, 0) }
+        guard r == 0 else { throw SystemError.current("stat", path: path) }
+        return st
+    }
+
+    /// Whether `path` exists (without following a final symlink).
+    public static func exists(_ path: [UInt8], relativeTo dir: FileDescriptor = .currentWorkingDirectory) -> Bool {
+        var st = Glibc.stat()
+        return path.withCString { fstatat(dir.rawValue, $0, &st, AT_SYMLINK_NOFOLLOW) } == 0
+    }
+
+    public static func readLink(_ path: [UInt8], relativeTo dir: FileDescriptor = .currentWorkingDirectory) throws -> [UInt8] {
+        var size = 256
+        while true {
+            var buf = [UInt8](repeating: 0, count: size)
+            let n = path.withCString { p in buf.withUnsafeMutableBufferPointer { readlinkat(dir.rawValue, p, $0.baseAddress!, size) } }
+            guard n >= 0 else { throw SystemError.current("readlink", path: path) }
+            if n < size { return Array(buf[0..<n]) }
+            size *= 2
+        }
+    }
+
+    /// Extended attribute names of `path` (not following symlinks), as raw bytes.
+    public static func listXattrs(_ path: [UInt8]) throws -> [[UInt8]] {
+        while true {
+            let size = path.withCString { llistxattr($0, nil, 0) }
+            if size < 0 {
+                if Glibc.errno == ENOTSUP { return [] }
+                throw SystemError.current("llistxattr", path: path)
+            }
+            if size == 0 { return [] }
+            var buf = [Int8](repeating: 0, count: size)
+            let n = path.withCString { llistxattr($0, &buf, size) }
+            if n < 0 {
+                if Glibc.errno == ERANGE { continue }  // grew meanwhile
+                throw SystemError.current("llistxattr", path: path)
+            }
+            return buf[0..<n].split(separator: 0, omittingEmptySubsequences: true).map { $0.map { UInt8(bitPattern: $0) } }
+        }
+    }
+
+    public static func getXattr(_ path: [UInt8], name: [UInt8]) throws -> [UInt8] {
+        while true {
+            let size = path.withCString { p in name.withCString { lgetxattr(p, $0, nil, 0) } }
+            guard size >= 0 else { throw SystemError.current("lgetxattr", path: path) }
+            if size == 0 { return [] }
+            var buf = [UInt8](repeating: 0, count: size)
+            let n = path.withCString { p in name.withCString { lgetxattr(p, $0, &buf, size) } }
+            if n < 0 {
+                if Glibc.errno == ERANGE { continue }
+                throw SystemError.current("lgetxattr", path: path)
+            }
+            return Array(buf[0..<n])
+        }
+    }
+
+    /// Names in the directory `path`, without "." and "..", unsorted.
+    public static func directoryEntries(_ path: [UInt8], relativeTo dir: FileDescriptor = .currentWorkingDirectory) throws -> [[UInt8]] {
+        let fd = try FileDescriptor.open(path, O_RDONLY | O_DIRECTORY, relativeTo: dir)
+        guard let d = fdopendir(fd.rawValue) else {
+            let e = SystemError.current("opendir", path: path)
+            fd.close()
+            throw e
+        }
+        defer { closedir(d) }
+        var names: [[UInt8]] = []
+        while true {
+            Glibc.errno = 0
+            guard let ent = readdir(d) else {
+                if Glibc.errno != 0 { throw SystemError.current("readdir", path: path) }
+                return names
+            }
+            let name = withUnsafeBytes(of: &ent.pointee.d_name) { raw -> [UInt8] in
+                let bytes = raw.bindMemory(to: UInt8.self)
+                let len = bytes.firstIndex(of: 0) ?? bytes.count
+                return Array(bytes[0..<len])
+            }
+            if name == [0x2e] || name == [0x2e, 0x2e] { continue }
+            names.append(name)
+        }
+    }
+
+    public static func makeDirectory(_ path: [UInt8], mode: mode_t = 0o755, relativeTo dir: FileDescriptor = .currentWorkingDirectory) throws {
+        guard path.withCString({ mkdirat(dir.rawValue, $0, mode) }) == 0 else { throw SystemError.current("mkdir", path: path) }
+    }
+
+    public static func rename(_ from: [UInt8], to: [UInt8], relativeTo dir: FileDescriptor = .currentWorkingDirectory) throws {
+        let r = from.withCString { f in to.withCString { renameat(dir.rawValue, f, dir.rawValue, $0) } }
+        guard r == 0 else { throw SystemError.current("rename", path: from) }
+    }
+
+    public static func unlink(_ path: [UInt8], relativeTo dir: FileDescriptor = .currentWorkingDirectory) throws {
+        guard path.withCString({ unlinkat(dir.rawValue, $0, 0) }) == 0 else { throw SystemError.current("unlink", path: path) }
+    }
+}
+
+public extension Array where Element == UInt8 {
+    /// Calls `body` with a NUL-terminated copy of the bytes.
+    func withCString<R>(_ body: (UnsafePointer<CChar>) throws -> R) rethrows -> R {
+        var copy = self
+        copy.append(0)
+        return try copy.withUnsafeBufferPointer { buf in
+            try buf.withMemoryRebound(to: CChar.self) { try body($0.baseAddress!) }
+        }
+    }
+}
