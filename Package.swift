@@ -31,6 +31,7 @@ let package = Package(
         ]),
 
         .testTarget(name: "ComposefsTests", dependencies: ["Composefs"]),
+        .testTarget(name: "TrustTests", dependencies: ["Trust"]),
         .testTarget(name: "CairnRepoTests", dependencies: ["CairnRepo"]),
     ]
 )
