@@ -26,7 +26,7 @@ let package = Package(
         .target(name: "Trust", dependencies: ["CairnSystem", "CCrypto"]),
         .target(name: "CairnRepo", dependencies: ["COSTree", "CLibArchive", "CairnSystem", "Composefs"]),
         .executableTarget(name: "cairn", dependencies: [
-            "CairnRepo", "Composefs",
+            "CairnRepo", "CairnSystem", "Composefs",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
 

@@ -1,1 +1,2 @@
-print("cairn")
+// The cairn command: parse the arguments and run the command (Cairn.swift).
+Cairn.runMain()

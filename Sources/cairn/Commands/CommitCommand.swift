@@ -1,0 +1,151 @@
+import ArgumentParser
+import CairnRepo
+import Foundation
+
+struct InitCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "init", abstract: "Create an ostree repository.")
+
+    @OptionGroup var repo: RepoOptions
+
+    @Option(help: ArgumentHelp("Repository mode: bare, bare-user, bare-user-only or archive.", valueName: "mode"))
+    var mode: String = "bare"
+
+    func validate() throws {
+        guard RepoMode(rawValue: mode) != nil else {
+            throw ValidationError("unknown repository mode '\(mode)' (bare, bare-user, bare-user-only, archive)")
+        }
+    }
+
+    func run() throws {
+        let r = try Repository.create(path: repo.path, mode: RepoMode(rawValue: mode)!)
+        print("Initialised \(r.mode.rawValue) repository at \(r.path)")
+    }
+}
+
+/// Parses KEY=VALUE.
+private func keyValue(_ text: String, option: String) throws -> (String, String) {
+    guard let eq = text.firstIndex(of: "="), eq != text.startIndex else {
+        throw ValidationError("\(option) expects KEY=VALUE, got '\(text)'")
+    }
+    return (String(text[..<eq]), String(text[text.index(after: eq)...]))
+}
+
+struct CommitCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "commit",
+        abstract: "Commit a directory or tar archive to a branch.",
+        discussion: """
+        SOURCE is a directory or a tar archive (plain, gzip, xz or zstd). A tree with \
+        /etc and no /usr/etc has /etc committed as /usr/etc, as ostree expects of OS trees. \
+        The new commit checksum is the last line of output.
+        """
+    )
+
+    @OptionGroup var repo: RepoOptions
+
+    @Option(name: [.short, .long], help: ArgumentHelp("Branch (ref) to commit to.", valueName: "ref"))
+    var branch: String
+
+    @Option(name: [.short, .long], help: "One-line subject.")
+    var subject: String = ""
+
+    @Option(name: [.customShort("m"), .long], help: "Full description.")
+    var body: String = ""
+
+    @Option(name: .customLong("add-metadata"), help: ArgumentHelp("Add metadata KEY=VALUE, VALUE in GVariant text format (e.g. version='\"1.0\"'); repeatable.", valueName: "key=value"))
+    var addMetadata: [String] = []
+
+    @Option(name: .customLong("add-metadata-string"), help: ArgumentHelp("Add metadata KEY=VALUE with VALUE a plain string; repeatable.", valueName: "key=value"))
+    var addMetadataString: [String] = []
+
+    @Option(name: .customLong("owner-uid"), help: ArgumentHelp("Set the owner of every file to this user id.", valueName: "uid"))
+    var ownerUID: UInt32?
+
+    @Option(name: .customLong("owner-gid"), help: ArgumentHelp("Set the group of every file to this group id.", valueName: "gid"))
+    var ownerGID: UInt32?
+
+    @Flag(name: .customLong("canonical-permissions"), help: "Canonicalise permissions as bare-user does for hardlinked files (uid/gid 0, no setuid bits, no group/other write).")
+    var canonicalPermissions = false
+
+    @Flag(name: .customLong("no-xattrs"), help: "Do not import extended attributes.")
+    var noXattrs = false
+
+    @Option(help: ArgumentHelp("Parent commit, or 'none' (default: the branch's current commit).", valueName: "rev"))
+    var parent: String?
+
+    @Flag(name: .customLong("keep-etc"), help: "Keep a top-level /etc in place instead of committing it as /usr/etc.")
+    var keepEtc = false
+
+    @Flag(name: .customLong("skip-special"), help: "Leave out device nodes, fifos and sockets (with a warning) instead of failing.")
+    var skipSpecial = false
+
+    @Option(help: ArgumentHelp("Commit timestamp in seconds since the epoch (default: now).", valueName: "seconds"))
+    var timestamp: UInt64?
+
+    @Argument(help: ArgumentHelp("Directory or tar archive to commit.", valueName: "source"))
+    var source: String
+
+    func validate() throws {
+        for m in addMetadata { _ = try keyValue(m, option: "--add-metadata") }
+        for m in addMetadataString { _ = try keyValue(m, option: "--add-metadata-string") }
+        do {
+            try Repository.validateRef(branch)
+        } catch let error as RepoError {
+            throw ValidationError(error.description)
+        }
+    }
+
+    func run() throws {
+        let repository = try repo.open()
+        var options = CommitOptions(branch: branch)
+        options.subject = subject
+        options.body = body
+        options.metadata = try addMetadataString.map { try keyValue($0, option: "--add-metadata-string") }.map { ($0.0, .string($0.1)) }
+            + addMetadata.map { try keyValue($0, option: "--add-metadata") }.map { ($0.0, .gvariantText($0.1)) }
+        options.ownerUID = ownerUID
+        options.ownerGID = ownerGID
+        options.canonicalPermissions = canonicalPermissions
+        options.noXattrs = noXattrs
+        options.keepEtc = keepEtc
+        options.skipSpecial = skipSpecial
+        options.timestamp = timestamp
+        switch parent {
+        case nil: options.parent = .branchHead
+        case "none"?: options.parent = .none
+        case let rev?: options.parent = .rev(rev)
+        }
+        options.notice = { Terminal.note($0) }
+        let progress = Terminal.stderrIsTerminal ? ProgressLine() : nil
+        if let progress {
+            options.progress = { p in progress.update("committing: \(p.entries) entries, \(formatBytes(p.bytes))") }
+        }
+        let result = try repository.commit(source: source, options: options)
+        progress?.finish()
+        if result.skippedSpecialCount > 0 {
+            Terminal.warning("left out \(result.skippedSpecialCount) device node(s), fifo(s) or socket(s), e.g. \(result.skippedSpecial.first!)")
+        }
+        print(result.checksum)
+    }
+}
+
+/// A single self-overwriting status line on a terminal's stderr.
+final class ProgressLine {
+    func update(_ text: String) {
+        FileHandle.standardError.write(Data("\r\u{1b}[K\(text)".utf8))
+    }
+
+    func finish() {
+        FileHandle.standardError.write(Data("\r\u{1b}[K".utf8))
+    }
+}
+
+func formatBytes(_ bytes: UInt64) -> String {
+    let units = ["B", "KiB", "MiB", "GiB", "TiB"]
+    var value = Double(bytes)
+    var unit = 0
+    while value >= 1024 && unit < units.count - 1 {
+        value /= 1024
+        unit += 1
+    }
+    return unit == 0 ? "\(bytes) B" : String(format: "%.1f %@", value, units[unit])
+}
