@@ -1,0 +1,176 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+import CCrypto
+import CairnSystem
+
+/// Streaming fs-verity digest (spec §2): SHA-256, 4096-byte Merkle blocks,
+/// no salt. Feed bytes with `update`, then call `finalize` once.
+///
+/// Each Merkle level keeps one 4096-byte buffer. A full buffer is hashed into
+/// the level above only when more data arrives, so at the end we know which
+/// level holds a single block (its hash is the root).
+public struct FsVerityHasher: ~Copyable {
+    public static let blockSize = 4096
+    private static let maxLevels = 12          // 128^11 blocks: far beyond any file size
+
+    private let data: UnsafeMutablePointer<UInt8>      // pending data block
+    private var dataFill = 0
+    private var dataBlocksHashed = 0                   // blocks already sent to level 1
+    private let levels: UnsafeMutablePointer<UInt8>    // maxLevels × 4096 bytes; index 0 = level 1
+    private var levelFill: [Int]
+    private var levelFlushed: [Bool]
+    private var total: UInt64 = 0
+
+    public init() {
+        data = .allocate(capacity: Self.blockSize)
+        levels = .allocate(capacity: Self.blockSize * Self.maxLevels)
+        levelFill = [Int](repeating: 0, count: Self.maxLevels)
+        levelFlushed = [Bool](repeating: false, count: Self.maxLevels)
+    }
+
+    deinit {
+        data.deallocate()
+        levels.deallocate()
+    }
+
+    /// Number of bytes fed so far.
+    public var count: UInt64 { total }
+
+    /// Appends a 32-byte digest to `level`, first hashing that level's
+    /// buffer upwards if it is full (the lazy flush).
+    private mutating func addDigest(_ level: Int, _ d: UnsafePointer<UInt8>) {
+        precondition(level < Self.maxLevels, "fs-verity tree too deep")
+        let buf = levels + level * Self.blockSize
+        if levelFill[level] == Self.blockSize {
+            var up = (UInt64(0), UInt64(0), UInt64(0), UInt64(0))
+            withUnsafeMutableBytes(of: &up) { u in
+                let up = u.baseAddress!.assumingMemoryBound(to: UInt8.self)
+                _ = SHA256(buf, Self.blockSize, up)
+                addDigest(level + 1, up)
+            }
+            levelFill[level] = 0
+            levelFlushed[level] = true
+        }
+        (buf + levelFill[level]).update(from: d, count: 32)
+        levelFill[level] += 32
+    }
+
+    private mutating func hashDataBlock(_ p: UnsafePointer<UInt8>) {
+        var out = (UInt64(0), UInt64(0), UInt64(0), UInt64(0))
+        withUnsafeMutableBytes(of: &out) { o in
+            let op = o.baseAddress!.assumingMemoryBound(to: UInt8.self)
+            _ = SHA256(p, Self.blockSize, op)
+            addDigest(0, op)
+        }
+        dataBlocksHashed += 1
+    }
+
+    public mutating func update(_ buffer: UnsafeRawBufferPointer) {
+        guard var p = buffer.baseAddress?.assumingMemoryBound(to: UInt8.self), buffer.count > 0 else { return }
+        var n = buffer.count
+        total &+= UInt64(n)
+        while n > 0 {
+            if dataFill == Self.blockSize {
+                hashDataBlock(data)
+                dataFill = 0
+            }
+            if dataFill == 0 {
+                // Hash whole blocks straight from the input; keep the last one
+                // pending because we do not know yet whether more data follows.
+                while n > Self.blockSize {
+                    hashDataBlock(p)
+                    p += Self.blockSize
+                    n -= Self.blockSize
+                }
+            }
+            let take = min(n, Self.blockSize - dataFill)
+            (data + dataFill).update(from: p, count: take)
+            dataFill += take
+            p += take
+            n -= take
+        }
+    }
+
+    public mutating func update(_ bytes: [UInt8]) {
+        bytes.withUnsafeBytes { update($0) }
+    }
+
+    /// The 32-byte fs-verity digest (SHA-256 of the 256-byte descriptor).
+    public consuming func finalize() -> [UInt8] {
+        var root = [UInt8](repeating: 0, count: 32)
+        if total > 0 {
+            (data + dataFill).initialize(repeating: 0, count: Self.blockSize - dataFill)
+            if dataBlocksHashed == 0 {
+                root.withUnsafeMutableBufferPointer { _ = SHA256(data, Self.blockSize, $0.baseAddress!) }
+            } else {
+                hashDataBlock(data)
+                var level = 0
+                while true {
+                    let buf = levels + level * Self.blockSize
+                    (buf + levelFill[level]).initialize(repeating: 0, count: Self.blockSize - levelFill[level])
+                    if !levelFlushed[level] {
+                        // A level that never overflowed holds exactly one block: the root.
+                        root.withUnsafeMutableBufferPointer { _ = SHA256(buf, Self.blockSize, $0.baseAddress!) }
+                        break
+                    }
+                    var up = [UInt8](repeating: 0, count: 32)
+                    up.withUnsafeMutableBufferPointer { _ = SHA256(buf, Self.blockSize, $0.baseAddress!) }
+                    up.withUnsafeBufferPointer { addDigest(level + 1, $0.baseAddress!) }
+                    level += 1
+                }
+            }
+        }
+        var desc = [UInt8](repeating: 0, count: 256)
+        desc[0] = 1; desc[1] = 1; desc[2] = 12
+        var size = total
+        for i in 0..<8 { desc[8 + i] = UInt8(truncatingIfNeeded: size); size >>= 8 }
+        for i in 0..<32 { desc[16 + i] = root[i] }
+        var out = [UInt8](repeating: 0, count: 32)
+        out.withUnsafeMutableBufferPointer { o in
+            desc.withUnsafeBufferPointer { _ = SHA256($0.baseAddress!, 256, o.baseAddress!) }
+        }
+        return out
+    }
+
+}
+
+/// fs-verity digest of a byte buffer.
+public func fsVerityDigest(_ bytes: [UInt8]) -> [UInt8] {
+    var h = FsVerityHasher()
+    h.update(bytes)
+    return h.finalize()
+}
+
+public func fsVerityDigest(_ buffer: UnsafeRawBufferPointer) -> [UInt8] {
+    var h = FsVerityHasher()
+    h.update(buffer)
+    return h.finalize()
+}
+
+/// fs-verity digest of everything readable from `fd` (from its current
+/// offset), computed in userspace; read in 1 MiB chunks.
+public func fsVerityDigest(ofFile fd: FileDescriptor) throws -> [UInt8] {
+    let chunk = 1 << 20
+    let buf = UnsafeMutableRawBufferPointer.allocate(byteCount: chunk, alignment: 4096)
+    defer { buf.deallocate() }
+    var h = FsVerityHasher()
+    while true {
+        let n = try fd.read(into: buf)
+        if n == 0 { break }
+        h.update(UnsafeRawBufferPointer(rebasing: buf[0..<n]))
+    }
+    return h.finalize()
+}
+
+/// fs-verity digest of the file at `path` (raw bytes).
+public func fsVerityDigest(ofFile path: [UInt8]) throws -> [UInt8] {
+    let fd = try FileDescriptor.open(path, O_RDONLY)
+    return try fd.closeAfter { try fsVerityDigest(ofFile: fd) }
+}
+
+public func fsVerityDigest(ofFile path: String) throws -> [UInt8] {
+    try fsVerityDigest(ofFile: Array(path.utf8))
+}
