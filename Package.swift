@@ -32,6 +32,7 @@ let package = Package(
 
         .testTarget(name: "ComposefsTests", dependencies: ["Composefs"]),
         .testTarget(name: "TrustTests", dependencies: ["Trust"]),
-        .testTarget(name: "CairnRepoTests", dependencies: ["CairnRepo"]),
+        .target(name: "CairnTestSupport", path: "Tests/CairnTestSupport"),
+        .testTarget(name: "CairnCLITests", dependencies: ["CairnTestSupport"]),
     ]
 )

@@ -65,7 +65,7 @@ public struct CommitResult: Sendable {
 }
 
 /// State shared with libostree's commit filter callback.
-private final class CommitFilterState {
+final class CommitFilterState {
     var options: CommitOptions
     /// Prefix that turns callback paths into paths of the committed tree.
     var prefix = ""
@@ -74,8 +74,8 @@ private final class CommitFilterState {
     var entries = 0
     var bytes: UInt64 = 0
     var lastPath = ""
-    var specialPaths: [String] = []
-    var specialCount = 0
+    /// The OstreeRepoCommitModifierFlags in use.
+    var modifierFlags: UInt32 = 0
     var lastReport: UInt64 = 0
     /// Xattrs of archive entries by committed path ("/usr/etc/x").
     var archiveXattrs: [String: [Xattr]] = [:]
@@ -86,10 +86,9 @@ private final class CommitFilterState {
         if skip.contains(rawPath) { return OSTREE_REPO_COMMIT_FILTER_SKIP }
         let path = prefix.isEmpty ? rawPath : (rawPath == "/" ? prefix : prefix + rawPath)
         lastPath = path
-        if g_file_info_get_file_type(info) == G_FILE_TYPE_SPECIAL {
-            specialCount += 1
-            if specialPaths.count < 5 { specialPaths.append(path) }
-            return OSTREE_REPO_COMMIT_FILTER_SKIP
+        let type = g_file_info_get_attribute_uint32(info, "unix::mode") & S_IFMT
+        if type != S_IFREG && type != S_IFLNK && type != S_IFDIR {
+            return OSTREE_REPO_COMMIT_FILTER_SKIP  // counted by the pre-scan; refused there unless skipped
         }
         entries += 1
         if g_file_info_get_file_type(info) == G_FILE_TYPE_REGULAR {
@@ -143,6 +142,16 @@ func byteStringVariant(_ bytes: [UInt8]) -> OpaquePointer {
     }
 }
 
+/// Device nodes, fifos and sockets a tree holds.
+struct SpecialFiles {
+    var count = 0
+    /// The first few, by path relative to the source.
+    var first: [String] = []
+    /// Every directory holding one at any depth, relative to the source
+    /// ([] for the source itself, "/usr" below it).
+    var directories: Set<[UInt8]> = []
+}
+
 /// What a pre-scan of an archive found.
 private struct ArchiveScan {
     var hasEtc = false
@@ -165,6 +174,13 @@ extension Repository {
             throw RepoError("reading source \(source)", "neither a directory nor a tar archive")
         }
 
+        let special = isDirectory ? try Self.findSpecialFiles(source) : SpecialFiles()
+        if special.count > 0 && !options.skipSpecial {
+            let more = special.count > special.first.count ? ", ..." : ""
+            throw RepoError("committing \(source)", "\(special.count) device node(s), fifo(s) or socket(s) cannot be stored: "
+                            + special.first.joined(separator: ", ") + more + " (--skip-special leaves them out)")
+        }
+
         let parent: String?
         switch options.parent {
         case .none: parent = nil
@@ -177,6 +193,7 @@ extension Repository {
         if options.noXattrs { flags |= OSTREE_REPO_COMMIT_MODIFIER_FLAGS_SKIP_XATTRS.rawValue }
 
         let state = CommitFilterState(options: options)
+        state.modifierFlags = flags
         let unmanaged = Unmanaged.passRetained(state)
         defer { unmanaged.release() }
         let modifier = ostree_repo_commit_modifier_new(OstreeRepoCommitModifierFlags(flags), commitFilter,
@@ -193,19 +210,13 @@ extension Repository {
 
         do {
             if isDirectory {
-                try writeDirectory(source, into: mtree, modifier: modifier, state: state)
+                try writeDirectory(source, into: mtree, modifier: modifier, state: state, special: special)
             } else {
                 try writeArchive(source, into: mtree, modifier: modifier, state: state)
             }
         } catch let error as RepoError {
             let at = state.lastPath.isEmpty ? "" : " (at \(state.lastPath))"
             throw RepoError(context + at, error.reason)
-        }
-
-        if state.specialCount > 0 && !options.skipSpecial {
-            let more = state.specialCount > state.specialPaths.count ? ", ..." : ""
-            throw RepoError(context, "\(state.specialCount) device node(s), fifo(s) or socket(s) cannot be stored: "
-                            + state.specialPaths.joined(separator: ", ") + more + " (--skip-special leaves them out)")
         }
 
         var rootFile: OpaquePointer? = nil
@@ -232,26 +243,12 @@ extension Repository {
         try gcall(context) { ostree_repo_commit_transaction(repo, nil, nil, $0) }
         committed = true
         return CommitResult(checksum: checksum, entries: state.entries, bytes: state.bytes,
-                            skippedSpecial: state.specialPaths, skippedSpecialCount: state.specialCount)
-    }
-
-    private func writeDirectory(_ source: String, into mtree: OpaquePointer, modifier: OpaquePointer,
-                                state: CommitFilterState) throws {
-        let moveEtc = !state.options.keepEtc && isDirectory(source + "/etc") && !FileSystem.exists(Array((source + "/usr/etc").utf8))
-        if moveEtc { state.skip = ["/etc"] }
-        try gcall("reading \(source)") { ostree_repo_write_dfd_to_mtree(repo, AT_FDCWD, source, mtree, modifier, nil, $0) }
-        guard moveEtc else { return }
-        state.options.notice("committing /etc as /usr/etc (ostree convention; --keep-etc keeps it in place)")
-        state.skip = []
-        state.prefix = "/usr/etc"
-        let etc = try ensureDirectory(["usr", "etc"], in: mtree)
-        defer { unref(etc) }
-        try gcall("reading \(source)/etc") { ostree_repo_write_dfd_to_mtree(repo, AT_FDCWD, source + "/etc", etc, modifier, nil, $0) }
+                            skippedSpecial: special.first, skippedSpecialCount: special.count)
     }
 
     /// Walks to (creating as needed) a subdirectory of `mtree`; a directory
     /// created here gets the metadata of `mtree` itself.
-    private func ensureDirectory(_ components: [String], in mtree: OpaquePointer) throws -> OpaquePointer {
+    func ensureDirectory(_ components: [String], in mtree: OpaquePointer) throws -> OpaquePointer {
         var dir: OpaquePointer = g_object_ref(UnsafeMutableRawPointer(mtree)).map { OpaquePointer($0) }!
         for name in components {
             var sub: OpaquePointer? = nil
@@ -271,7 +268,7 @@ extension Repository {
         return dir
     }
 
-    private func isDirectory(_ path: String) -> Bool {
+    func isDirectory(_ path: String) -> Bool {
         guard let st = try? FileSystem.lstat(Array(path.utf8)) else { return false }
         return (st.st_mode & S_IFMT) == S_IFDIR
     }

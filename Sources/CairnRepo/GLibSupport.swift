@@ -87,7 +87,7 @@ final class Variant {
     var unboxed: Variant { Variant(taking: g_variant_get_variant(raw)) }
 
     /// GVariant text format, as `ostree show` prints values.
-    var text: String { takeGString(g_variant_print(raw, 0)) ?? "" }
+    var text: String { takeGString(g_variant_print(raw, 1)) ?? "" }
 
     /// The serialized bytes.
     var data: [UInt8] {

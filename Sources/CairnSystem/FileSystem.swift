@@ -75,6 +75,12 @@ public enum FileSystem {
 
     /// Names in the directory `path`, without "." and "..", unsorted.
     public static func directoryEntries(_ path: [UInt8], relativeTo dir: FileDescriptor = .currentWorkingDirectory) throws -> [[UInt8]] {
+        try directoryEntriesWithTypes(path, relativeTo: dir).map(\.name)
+    }
+
+    /// Entries of the directory `path` with their `d_type` (DT_REG, DT_DIR,
+    /// ...; DT_UNKNOWN where the filesystem does not say), unsorted.
+    public static func directoryEntriesWithTypes(_ path: [UInt8], relativeTo dir: FileDescriptor = .currentWorkingDirectory) throws -> [(name: [UInt8], type: UInt8)] {
         let fd = try FileDescriptor.open(path, O_RDONLY | O_DIRECTORY, relativeTo: dir)
         guard let d = fdopendir(fd.rawValue) else {
             let e = SystemError.current("opendir", path: path)
@@ -82,12 +88,12 @@ public enum FileSystem {
             throw e
         }
         defer { closedir(d) }
-        var names: [[UInt8]] = []
+        var entries: [(name: [UInt8], type: UInt8)] = []
         while true {
             Glibc.errno = 0
             guard let ent = readdir(d) else {
                 if Glibc.errno != 0 { throw SystemError.current("readdir", path: path) }
-                return names
+                return entries
             }
             let name = withUnsafeBytes(of: &ent.pointee.d_name) { raw -> [UInt8] in
                 let bytes = raw.bindMemory(to: UInt8.self)
@@ -95,7 +101,7 @@ public enum FileSystem {
                 return Array(bytes[0..<len])
             }
             if name == [0x2e] || name == [0x2e, 0x2e] { continue }
-            names.append(name)
+            entries.append((name, ent.pointee.d_type))
         }
     }
 

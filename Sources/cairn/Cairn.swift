@@ -43,6 +43,8 @@ struct Cairn: ParsableCommand {
         } catch let error as ValidationError {
             Terminal.error(error.message)
             Foundation.exit(2)
+        } catch where exitCode(for: error) == .success {
+            exit(withError: error)  // argument-parser's own (help requests)
         } catch {
             Terminal.error(String(describing: error))
             Foundation.exit(1)

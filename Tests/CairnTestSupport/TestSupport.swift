@@ -1,0 +1,120 @@
+import Foundation
+import XCTest
+
+/// What a finished process printed and returned.
+public struct ProcessResult {
+    public var status: Int32
+    public var stdout: String
+    public var stderr: String
+    public var stdoutData: Data
+
+    public var lastLine: String {
+        stdout.split(separator: "\n").last.map(String.init) ?? ""
+    }
+}
+
+/// Helpers shared by the integration tests: locating the built programs,
+/// running commands, scratch folders, and skipping when a tool is absent.
+public enum TestSupport {
+    /// The package root (two levels above Tests/<Target>/).
+    public static let packageRoot: URL = {
+        var url = URL(fileURLWithPath: #filePath)
+        for _ in 0..<3 { url.deleteLastPathComponent() }
+        return url
+    }()
+
+    /// ../shared next to the package, where the reference vectors live.
+    public static var sharedFolder: URL { packageRoot.deletingLastPathComponent().appendingPathComponent("shared") }
+
+    /// The build folder holding the test bundle and the executables.
+    public static let buildFolder: URL = {
+        Bundle.main.bundleURL.deletingLastPathComponent().standardizedFileURL
+    }()
+
+    /// Path of a built executable of this package (`make test` builds them first).
+    public static func executable(_ name: String) throws -> String {
+        for folder in [buildFolder, buildFolder.appendingPathComponent(".."), packageRoot.appendingPathComponent(".build/debug")] {
+            let candidate = folder.appendingPathComponent(name).standardizedFileURL.path
+            if FileManager.default.isExecutableFile(atPath: candidate) { return candidate }
+        }
+        XCTFail("\(name) is not built (looked next to \(buildFolder.path)); run `swift build` first")
+        throw XCTSkip("\(name) not built")
+    }
+
+    /// Runs a program and waits for it.
+    @discardableResult
+    public static func run(_ program: String, _ arguments: [String], environment: [String: String] = [:],
+                           stdin: Data? = nil, cwd: String? = nil) throws -> ProcessResult {
+        let process = Process()
+        if program.contains("/") {
+            process.executableURL = URL(fileURLWithPath: program)
+            process.arguments = arguments
+        } else {
+            process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+            process.arguments = [program] + arguments
+        }
+        var env = ProcessInfo.processInfo.environment
+        env["LC_ALL"] = "C.UTF-8"
+        for (k, v) in environment { env[k] = v }
+        process.environment = env
+        if let cwd { process.currentDirectoryURL = URL(fileURLWithPath: cwd) }
+        let outPipe = Pipe(), errPipe = Pipe()
+        process.standardOutput = outPipe
+        process.standardError = errPipe
+        let inPipe = Pipe()
+        process.standardInput = stdin == nil ? FileHandle.nullDevice : inPipe
+        try process.run()
+        if let stdin {
+            inPipe.fileHandleForWriting.write(stdin)
+            try? inPipe.fileHandleForWriting.close()
+        }
+        // Read stderr on another thread so that neither pipe fills up.
+        final class Box: @unchecked Sendable { var data = Data() }
+        let errBox = Box()
+        let errDone = DispatchSemaphore(value: 0)
+        let errHandle = errPipe.fileHandleForReading
+        Thread {
+            errBox.data = errHandle.readDataToEndOfFile()
+            errDone.signal()
+        }.start()
+        let outData = outPipe.fileHandleForReading.readDataToEndOfFile()
+        errDone.wait()
+        process.waitUntilExit()
+        return ProcessResult(status: process.terminationStatus,
+                             stdout: String(decoding: outData, as: UTF8.self),
+                             stderr: String(decoding: errBox.data, as: UTF8.self),
+                             stdoutData: outData)
+    }
+
+    /// Runs a shell command line; fails the test when it fails.
+    @discardableResult
+    public static func sh(_ command: String, file: StaticString = #filePath, line: UInt = #line) throws -> String {
+        let r = try run("/bin/sh", ["-c", command])
+        if r.status != 0 {
+            XCTFail("`\(command)` failed (\(r.status)): \(r.stderr)", file: file, line: line)
+            throw XCTSkip("setup command failed")
+        }
+        return r.stdout
+    }
+
+    /// Skips the test unless `tool` is on PATH.
+    public static func require(tool: String) throws {
+        let r = try run("/bin/sh", ["-c", "command -v \(tool)"])
+        if r.status != 0 { throw XCTSkip("\(tool) is not installed (make test installs it)") }
+    }
+
+    public static func requireRoot() throws {
+        if getuid() != 0 { throw XCTSkip("needs root") }
+    }
+
+    /// A fresh scratch folder under /var/tmp, removed by the returned cleanup.
+    public static func scratchFolder(_ name: String = "cairn-test") throws -> String {
+        var template = Array("/var/tmp/\(name)-XXXXXX".utf8CString)
+        guard let p = mkdtemp(&template) else { throw XCTSkip("mkdtemp failed") }
+        return String(cString: p)
+    }
+
+    public static func remove(_ path: String) {
+        _ = try? run("/bin/rm", ["-rf", "--one-file-system", path])
+    }
+}
