@@ -12,7 +12,7 @@ import CairnSystem
 /// Each Merkle level keeps one 4096-byte buffer. A full buffer is hashed into
 /// the level above only when more data arrives, so at the end we know which
 /// level holds a single block (its hash is the root).
-public struct FsVerityHasher: ~Copyable {
+public final class FsVerityHasher {
     public static let blockSize = 4096
     private static let maxLevels = 12          // 128^11 blocks: far beyond any file size
 
@@ -41,7 +41,7 @@ public struct FsVerityHasher: ~Copyable {
 
     /// Appends a 32-byte digest to `level`, first hashing that level's
     /// buffer upwards if it is full (the lazy flush).
-    private mutating func addDigest(_ level: Int, _ d: UnsafePointer<UInt8>) {
+    private func addDigest(_ level: Int, _ d: UnsafePointer<UInt8>) {
         precondition(level < Self.maxLevels, "fs-verity tree too deep")
         let buf = levels + level * Self.blockSize
         if levelFill[level] == Self.blockSize {
@@ -58,7 +58,7 @@ public struct FsVerityHasher: ~Copyable {
         levelFill[level] += 32
     }
 
-    private mutating func hashDataBlock(_ p: UnsafePointer<UInt8>) {
+    private func hashDataBlock(_ p: UnsafePointer<UInt8>) {
         var out = (UInt64(0), UInt64(0), UInt64(0), UInt64(0))
         withUnsafeMutableBytes(of: &out) { o in
             let op = o.baseAddress!.assumingMemoryBound(to: UInt8.self)
@@ -68,7 +68,7 @@ public struct FsVerityHasher: ~Copyable {
         dataBlocksHashed += 1
     }
 
-    public mutating func update(_ buffer: UnsafeRawBufferPointer) {
+    public func update(_ buffer: UnsafeRawBufferPointer) {
         guard var p = buffer.baseAddress?.assumingMemoryBound(to: UInt8.self), buffer.count > 0 else { return }
         var n = buffer.count
         total &+= UInt64(n)
@@ -94,12 +94,13 @@ public struct FsVerityHasher: ~Copyable {
         }
     }
 
-    public mutating func update(_ bytes: [UInt8]) {
+    public func update(_ bytes: [UInt8]) {
         bytes.withUnsafeBytes { update($0) }
     }
 
     /// The 32-byte fs-verity digest (SHA-256 of the 256-byte descriptor).
-    public consuming func finalize() -> [UInt8] {
+    /// Call once; the hasher cannot be fed afterwards.
+    public func finalize() -> [UInt8] {
         var root = [UInt8](repeating: 0, count: 32)
         if total > 0 {
             (data + dataFill).initialize(repeating: 0, count: Self.blockSize - dataFill)
@@ -139,13 +140,13 @@ public struct FsVerityHasher: ~Copyable {
 
 /// fs-verity digest of a byte buffer.
 public func fsVerityDigest(_ bytes: [UInt8]) -> [UInt8] {
-    var h = FsVerityHasher()
+    let h = FsVerityHasher()
     h.update(bytes)
     return h.finalize()
 }
 
 public func fsVerityDigest(_ buffer: UnsafeRawBufferPointer) -> [UInt8] {
-    var h = FsVerityHasher()
+    let h = FsVerityHasher()
     h.update(buffer)
     return h.finalize()
 }
@@ -156,7 +157,7 @@ public func fsVerityDigest(ofFile fd: FileDescriptor) throws -> [UInt8] {
     let chunk = 1 << 20
     let buf = UnsafeMutableRawBufferPointer.allocate(byteCount: chunk, alignment: 4096)
     defer { buf.deallocate() }
-    var h = FsVerityHasher()
+    let h = FsVerityHasher()
     while true {
         let n = try fd.read(into: buf)
         if n == 0 { break }

@@ -69,7 +69,7 @@ func sha256Hex(_ bytes: [UInt8]) -> String {
     return hexString(out)
 }
 
-func run(_ argv: [String], stdin: [UInt8]? = nil) throws -> (Int32, String) {
+func runTool(_ argv: [String], stdin: [UInt8]? = nil) throws -> (Int32, String) {
     let p = Process()
     p.executableURL = URL(fileURLWithPath: argv[0])
     p.arguments = Array(argv.dropFirst())
