@@ -1,10 +1,7 @@
 let hexDigits: [Character] = Array("0123456789abcdef")
 private let hexBytes: [UInt8] = Array("0123456789abcdef".utf8)
 
-/// Lowercase hex of `bytes`.
-public func hexString(_ bytes: [UInt8]) -> String {
-    String(decoding: hexEncode(bytes), as: UTF8.self)
-}
+// (`hexString` for text comes from CairnSystem.)
 
 /// Lowercase hex of `bytes`, as ASCII bytes.
 public func hexEncode(_ bytes: [UInt8]) -> [UInt8] {

@@ -2,6 +2,7 @@ import XCTest
 import Foundation
 import Glibc
 @testable import Composefs
+import CairnSystem
 
 final class DirectoryTests: XCTestCase {
     func makeTree1() throws -> (URL, URL) {

@@ -1,6 +1,7 @@
 import XCTest
 import Foundation
 @testable import Composefs
+import CairnSystem
 
 final class FsVerityTests: XCTestCase {
     // Spec §2.3.

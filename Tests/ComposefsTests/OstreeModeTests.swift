@@ -1,5 +1,6 @@
 import XCTest
 @testable import Composefs
+import CairnSystem
 
 final class OstreeModeTests: XCTestCase {
     func testRules() throws {

@@ -1,6 +1,7 @@
 import XCTest
 import Foundation
 @testable import Composefs
+import CairnSystem
 
 final class RoundTripTests: XCTestCase {
     /// dump → image → (reader) → dump → image gives identical bytes.

@@ -2,6 +2,7 @@ import XCTest
 import Foundation
 import CCrypto
 @testable import Composefs
+import CairnSystem
 
 /// Locations of the shared reference material (../shared from the package root).
 enum Shared {

@@ -1,6 +1,7 @@
 import XCTest
 import Foundation
 @testable import Composefs
+import CairnSystem
 
 final class VectorTests: XCTestCase {
     func checkManifest(_ sub: String) throws {
