@@ -1,0 +1,140 @@
+import Foundation
+import XCTest
+@testable import Trust
+
+final class VerificationTests: XCTestCase {
+    var fx: OstreeFixture!
+    var commit: [UInt8] = []
+    var key: Ed25519SecretKey!
+    var signed: [UInt8] = []
+
+    override func setUpWithError() throws {
+        fx = try OstreeFixture()
+        commit = try fx.commitBytes(fx.first)
+        key = try Ed25519SecretKey.generate()
+        signed = try signCommit(commit, existingDetachedMetadata: try fx.detachedBytes(fx.first), with: key)
+    }
+
+    override func tearDown() { fx?.cleanup() }
+
+    func failure(_ r: Result<VerifiedSignature, VerificationFailure>) -> VerificationFailure? {
+        if case .failure(let f) = r { return f }
+        return nil
+    }
+
+    func testGoodSignatureAmongOthers() throws {
+        let other = try Ed25519SecretKey.generate()
+        // Two signatures, first by an unknown key.
+        let meta = try signCommit(commit, existingDetachedMetadata: try signCommit(commit, existingDetachedMetadata: nil, with: other), with: key)
+        let policy = TrustPolicy(trustedKeys: [try Ed25519SecretKey.generate().publicKey, key.publicKey])
+        let v = try policy.verify(commit: commit, detachedMetadata: meta).get()
+        XCTAssertEqual(v.keyBase64, key.publicKey.base64)
+        XCTAssertEqual(v.signatureIndex, 1)
+        let (_, parsed, digest) = try policy.verifiedComposefsDigest(commit: commit, detachedMetadata: meta).get()
+        XCTAssertEqual(digest, OstreeFixture.digest)
+        XCTAssertEqual(parsed.subject, "first subject")
+    }
+
+    func testReasons() throws {
+        let policy = TrustPolicy(trustedKeys: [key.publicKey])
+        XCTAssertNoThrow(try policy.verify(commit: commit, detachedMetadata: signed).get())
+
+        // Tampering.
+        var c2 = commit; c2[c2.count / 2] ^= 0x01
+        XCTAssertEqual(failure(policy.verify(commit: c2, detachedMetadata: signed)), .noValidSignature(signatures: 1))
+        let d = try VariantDictionary(serialized: signed)
+        var sig = d[ed25519SignatureKey]!.child(0)!.byteArrayValue!
+        sig[5] ^= 0x80
+        var d2 = d; d2.set(ed25519SignatureKey, GVariant(byteArrays: [sig]))
+        XCTAssertEqual(failure(policy.verify(commit: commit, detachedMetadata: d2.serialized())), .noValidSignature(signatures: 1))
+        var framing = signed; framing[framing.count - 1] ^= 0x01   // the a{sv}'s last framing offset
+        guard case .corruptDetachedMetadata(let e1)? = failure(policy.verify(commit: commit, detachedMetadata: framing)) else {
+            return XCTFail("framing flip not refused as corrupt metadata")
+        }
+        let truncated = Array(signed.dropLast(9))
+        guard case .corruptDetachedMetadata(let e2)? = failure(policy.verify(commit: commit, detachedMetadata: truncated)) else {
+            return XCTFail("truncation not refused as corrupt metadata")
+        }
+        XCTAssertNotEqual(e1, e2)
+        XCTAssertEqual(failure(policy.verify(commit: commit, detachedMetadata: [])), .noSignatures)  // empty a{sv}
+
+        // Other reasons.
+        XCTAssertEqual(failure(policy.verify(commit: commit, detachedMetadata: nil)), .noDetachedMetadata)
+        XCTAssertEqual(failure(policy.verify(commit: commit, detachedMetadata: try fx.detachedBytes(fx.first))), .noSignatures)
+        var empty = d; empty.set(ed25519SignatureKey, GVariant(byteArrays: []))
+        XCTAssertEqual(failure(policy.verify(commit: commit, detachedMetadata: empty.serialized())), .noSignatures)
+        var wrong = d; wrong.set(ed25519SignatureKey, try GVariant(string: "x"))
+        XCTAssertEqual(failure(policy.verify(commit: commit, detachedMetadata: wrong.serialized())), .signaturesHaveWrongType("s"))
+        var short = d; short.set(ed25519SignatureKey, GVariant(byteArrays: [Array(sig.prefix(63))]))
+        XCTAssertEqual(failure(policy.verify(commit: commit, detachedMetadata: short.serialized())), .malformedSignatures(count: 1))
+        let stranger = TrustPolicy(trustedKeys: [try Ed25519SecretKey.generate().publicKey])
+        XCTAssertEqual(failure(stranger.verify(commit: commit, detachedMetadata: signed)), .noValidSignature(signatures: 1))
+        let revoked = TrustPolicy(trustedKeys: [key.publicKey, try Ed25519SecretKey.generate().publicKey], revokedKeys: [key.publicKey])
+        XCTAssertEqual(failure(revoked.verify(commit: commit, detachedMetadata: signed)), .signedByRevokedKey(key.publicKey.base64))
+        XCTAssertEqual(failure(TrustPolicy(trustedKeys: [key.publicKey], revokedKeys: [key.publicKey]).verify(commit: commit, detachedMetadata: signed)), .noTrustedKeys)
+        XCTAssertEqual(failure(TrustPolicy(trustedKeys: []).verify(commit: commit, detachedMetadata: signed)), .noTrustedKeys)
+
+        // Signed, but no digest / bad digest / corrupt commit.
+        let second = try fx.commitBytes(fx.second)
+        let signedSecond = try signCommit(second, existingDetachedMetadata: nil, with: key)
+        guard case .failure(.missingComposefsDigest) = policy.verifiedComposefsDigest(commit: second, detachedMetadata: signedSecond) else {
+            return XCTFail("missing digest not reported")
+        }
+        let v = try GVariant(type: Commit.type, data: commit)
+        var meta = try VariantDictionary(v.child(0)!)
+        meta.set(composefsDigestKey, GVariant(bytes: [1, 2, 3]))
+        var fields = v.children; fields[0] = meta.variant()
+        let shortDigest = GVariant(tuple: fields).serialized
+        guard case .failure(.invalidComposefsDigest(length: 3)) = policy.verifiedComposefsDigest(commit: shortDigest, detachedMetadata: try signCommit(shortDigest, existingDetachedMetadata: nil, with: key)) else {
+            return XCTFail("bad digest length not reported")
+        }
+        let garbage: [UInt8] = Array(commit.prefix(40))
+        guard case .failure(.corruptCommit) = policy.verifiedComposefsDigest(commit: garbage, detachedMetadata: try signCommit(garbage, existingDetachedMetadata: nil, with: key)) else {
+            return XCTFail("corrupt commit not reported")
+        }
+
+        // Every reason reads as a sentence.
+        let all: [VerificationFailure] = [.noTrustedKeys, .noDetachedMetadata, .corruptDetachedMetadata(e1), .noSignatures,
+            .signaturesHaveWrongType("s"), .malformedSignatures(count: 1), .signedByRevokedKey("k"), .noValidSignature(signatures: 2),
+            .corruptCommit(e2), .missingComposefsDigest, .invalidComposefsDigest(length: 3)]
+        XCTAssertEqual(Set(all.map(\.description)).count, all.count)
+    }
+
+    /// Every single-byte flip and every truncation of signed metadata is either
+    /// refused or (when it does not touch the signature) still verifies; never a crash.
+    func testExhaustiveFlipsAndTruncations() throws {
+        let policy = TrustPolicy(trustedKeys: [key.publicKey])
+        for i in 0..<signed.count {
+            var m = signed; m[i] ^= 0xff
+            _ = policy.verify(commit: commit, detachedMetadata: m)
+        }
+        for n in 0..<signed.count {
+            let r = policy.verify(commit: commit, detachedMetadata: Array(signed.prefix(n)))
+            if case .success = r { XCTFail("truncation to \(n) bytes verified") }
+        }
+        for i in stride(from: 0, to: commit.count, by: 1) {
+            var c = commit; c[i] ^= 0x04
+            if case .success = policy.verify(commit: c, detachedMetadata: signed) { XCTFail("flip at \(i) verified") }
+            _ = try? Commit(serialized: c)
+        }
+    }
+}
+
+final class RegressionTests: XCTestCase {
+    /// Inputs found by fuzzing: each must be refused (or parsed) without a crash.
+    func testFuzzRegressions() throws {
+        let dir = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("Regressions").path
+        let files = (try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? []
+        for name in files.sorted() where !name.hasPrefix(".") && name != "README" {
+            let bytes = try readBytes(dir + "/" + name)
+            _ = try? Commit(serialized: bytes)
+            _ = try? VariantDictionary(serialized: bytes)
+            _ = try? KeyFile.parsePublicKeys(bytes, path: name)
+            _ = try? KeyFile.parseSecretKeys(bytes, path: name)
+            if name.hasPrefix("reject-") {
+                XCTAssertThrowsError(try Commit(serialized: bytes), name)
+                XCTAssertThrowsError(try VariantDictionary(serialized: bytes), name)
+            }
+        }
+    }
+}
