@@ -348,6 +348,40 @@ private struct Builder {
         }
     }
 
+    /// Counts (name, value) pairs over all inodes; pairs used at least twice
+    /// go to the shared table, sorted descending (§7.2). Sets each inode's
+    /// `sharedRefs` (at most 128 shared references per inode, §7.3).
+    mutating func assignSharedXattrs() -> ([ComposefsXattr], Int) {
+        var counts: [ComposefsXattr: Int32] = [:]
+        for n in inodes where !n.xattrs.isEmpty {
+            for x in n.xattrs { counts[x, default: 0] += 1 }
+        }
+        var shareable = counts.compactMap { $0.value >= 2 ? $0.key : nil }
+        counts = [:]
+        shareable.sort { a, b in
+            if a.name != b.name { return bytesLess(b.name, a.name) }
+            if a.value.count != b.value.count { return a.value.count > b.value.count }
+            return bytesLess(b.value, a.value)
+        }
+        var sharedOffset: [ComposefsXattr: Int32] = [:]
+        var sharedSize = 0
+        for x in shareable {
+            sharedOffset[x] = Int32(sharedSize)
+            sharedSize += xattrEntrySize(x)
+        }
+        for i in inodes.indices where !inodes[i].xattrs.isEmpty {
+            var refs = [Int32](repeating: -1, count: inodes[i].xattrs.count)
+            var s = 0
+            if !sharedOffset.isEmpty {
+                for (j, x) in inodes[i].xattrs.enumerated() where s < 128 {
+                    if let off = sharedOffset[x] { refs[j] = off; s += 1 }
+                }
+            }
+            inodes[i].sharedRefs = refs
+        }
+        return (shareable, sharedSize)
+    }
+
     mutating func layoutAndEmit() throws -> [UInt8] {
         let bs = ImageWriter.blockSize
         // §6.3 min mtime, ACL flag.
@@ -360,23 +394,8 @@ private struct Builder {
             for x in n.xattrs where x.name == xAclAccess || x.name == xAclDefault { hasAcl = true }
         }
 
-        // §7 shared xattrs.
-        var counts: [ComposefsXattr: Int32] = [:]
-        for n in inodes where !n.xattrs.isEmpty {
-            for x in n.xattrs { counts[x, default: 0] += 1 }
-        }
-        var shareable = counts.compactMap { $0.value >= 2 ? $0.key : nil }
-        shareable.sort { a, b in
-            if a.name != b.name { return bytesLess(b.name, a.name) }
-            if a.value.count != b.value.count { return a.value.count > b.value.count }
-            return bytesLess(b.value, a.value)
-        }
-        var sharedOffset: [ComposefsXattr: Int32] = [:]
-        var sharedSize = 0
-        for x in shareable {
-            sharedOffset[x] = Int32(sharedSize)
-            sharedSize += xattrEntrySize(x)
-        }
+        // §7 shared xattrs (the dictionaries are freed before the image is allocated).
+        let (shareable, sharedSize) = assignSharedXattrs()
 
         // §8/§9 sizing and placement.
         var pos = 1152
@@ -384,15 +403,8 @@ private struct Builder {
         for i in inodes.indices {
             var n = inodes[i]
             var s = 0, u = 0
-            if !n.xattrs.isEmpty {
-                n.sharedRefs = [Int32](repeating: -1, count: n.xattrs.count)
-                for (j, x) in n.xattrs.enumerated() {
-                    if s < 128, !sharedOffset.isEmpty, let off = sharedOffset[x] {
-                        n.sharedRefs[j] = off; s += 1
-                    } else {
-                        u += xattrEntrySize(x)
-                    }
-                }
+            for (j, x) in n.xattrs.enumerated() {
+                if n.sharedRefs[j] >= 0 { s += 1 } else { u += xattrEntrySize(x) }
             }
             n.xattrSize = (s == 0 && u == 0) ? 0 : (12 + 4 * s + u + 3) & ~3
             switch n.kind {

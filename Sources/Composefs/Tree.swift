@@ -21,6 +21,13 @@ public enum FileMode {
 public struct ComposefsXattr: Hashable, Sendable {
     public var name: [UInt8]
     public var value: [UInt8]
+
+    // Hash the bytes in bulk: the default hashes an array element by element.
+    public func hash(into hasher: inout Hasher) {
+        name.withUnsafeBytes { hasher.combine(bytes: $0) }
+        hasher.combine(name.count)
+        value.withUnsafeBytes { hasher.combine(bytes: $0) }
+    }
     public init(name: [UInt8], value: [UInt8]) { self.name = name; self.value = value }
     public init(_ name: String, _ value: [UInt8]) { self.name = Array(name.utf8); self.value = value }
 }
@@ -141,6 +148,10 @@ public struct ComposefsTree: Sendable {
     private struct ChildKey: Hashable, Sendable {
         var parent: Int32
         var name: [UInt8]
+        func hash(into hasher: inout Hasher) {
+            hasher.combine(parent)
+            name.withUnsafeBytes { hasher.combine(bytes: $0) }
+        }
     }
 
     public init(root: ComposefsNode) {
