@@ -1,0 +1,41 @@
+# cairn — see README.md. `make demo` and `make test` install what they need.
+SHELL := /bin/bash
+export PATH := /opt/swift/usr/bin:$(PATH)
+
+# Debian packages: to build, to run the tests, to run the demo.
+BUILD_PACKAGES := pkg-config libostree-dev libarchive-dev libssl-dev libgpgme-dev
+TEST_PACKAGES := $(BUILD_PACKAGES) ostree fsverity erofs-utils attr e2fsprogs util-linux tar gzip xz-utils zstd \
+	gnupg python3 python3-cryptography
+DEMO_PACKAGES := $(BUILD_PACKAGES) busybox-static ostree
+BENCH_PACKAGES := $(TEST_PACKAGES) debootstrap time
+
+.PHONY: all build release demo test test-unit bench-commit clean
+
+all: build
+
+build:
+	@scripts/install-packages.sh $(BUILD_PACKAGES)
+	swift build
+
+release:
+	@scripts/install-packages.sh $(BUILD_PACKAGES)
+	swift build -c release
+
+demo:
+	@scripts/install-packages.sh $(DEMO_PACKAGES)
+	swift build
+	scripts/demo.sh .build/debug/cairn
+
+# Every test: unit tests, CLI tests against real libostree and Debian's ostree.
+test:
+	@scripts/install-packages.sh $(TEST_PACKAGES)
+	swift build --build-tests
+	swift test --skip-build
+
+bench-commit:
+	@scripts/install-packages.sh $(BENCH_PACKAGES)
+	swift build -c release
+	scripts/bench-commit.sh .build/release/cairn
+
+clean:
+	rm -rf .build
