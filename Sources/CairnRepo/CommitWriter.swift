@@ -1,6 +1,7 @@
 import COSTree
 import CLibArchive
 import CairnSystem
+import Composefs
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -48,10 +49,9 @@ public struct CommitOptions {
     public var progress: ((CommitProgress) -> Void)?
     /// Messages for the user (stderr), such as the /etc move.
     public var notice: (String) -> Void = { _ in }
-    /// Computes extra metadata from the written root tree (dirtree, dirmeta
-    /// checksums) before the commit object is made; used for the composefs
-    /// digest.
-    public var extraMetadata: ((Repository, String, String) throws -> [(key: String, value: MetadataInput)])?
+    /// Record the fs-verity digest of the commit's composefs image as
+    /// `ostree.composefs.digest.v0`, like `ostree commit --generate-composefs-metadata`.
+    public var composefsDigest = true
 
     public init(branch: String) { self.branch = branch }
 }
@@ -226,8 +226,9 @@ extension Repository {
         let rootMeta = String(cString: ostree_repo_file_tree_get_metadata_checksum(rootFile))
 
         var metadataEntries = options.metadata
-        if let extra = options.extraMetadata {
-            metadataEntries += try extra(self, rootTree, rootMeta)
+        if options.composefsDigest {
+            let image = try composefsImage(rootTree: rootTree, rootMeta: rootMeta)
+            metadataEntries.append((MetadataKey.composefsDigest, .bytes(fsVerityDigest(image))))
         }
         let metadata = try Self.metadataVariant(metadataEntries)
         defer { g_variant_unref(metadata) }

@@ -6,6 +6,8 @@ public struct ComposefsError: Error, CustomStringConvertible, Equatable, Sendabl
         case invalidTree      // a tree the writer cannot represent
         case invalidImage     // a malformed or hostile image
         case io               // a system call failed
+        case mount            // mounting an image failed
+        case digestMismatch   // an image is not the one expected
     }
 
     public var kind: Kind

@@ -40,7 +40,7 @@ private final class ParallelJob: @unchecked Sendable {
 /// Runs `body(i)` for i in 0..<count on `threads` pthreads (the caller's
 /// thread is one of them). Plain pthreads keep Foundation/Dispatch out of
 /// static binaries. `body` must only touch per-index state.
-func parallelFor(_ count: Int, threads: Int, _ body: @escaping (Int) -> Void) {
+public func parallelFor(_ count: Int, threads: Int, _ body: @escaping (Int) -> Void) {
     let job = ParallelJob(count: count, body: body)
     let extra = max(0, min(threads, count) - 1)
     var tids: [pthread_t] = []

@@ -13,7 +13,7 @@ struct Cairn: ParsableCommand {
         subcommands: [
             InitCommand.self, CommitCommand.self, LogCommand.self, ShowCommand.self,
             LsCommand.self, CatCommand.self, RefsCommand.self, DiffCommand.self,
-            FsckCommand.self, PruneCommand.self,
+            FsckCommand.self, PruneCommand.self, ImageCommand.self,
         ]
     )
 

@@ -79,6 +79,9 @@ struct CommitCommand: ParsableCommand {
     @Flag(name: .customLong("skip-special"), help: "Leave out device nodes, fifos and sockets (with a warning) instead of failing.")
     var skipSpecial = false
 
+    @Flag(name: .customLong("no-composefs"), help: "Do not record the composefs image digest (ostree.composefs.digest.v0) in the commit.")
+    var noComposefs = false
+
     @Option(help: ArgumentHelp("Commit timestamp in seconds since the epoch (default: now).", valueName: "seconds"))
     var timestamp: UInt64?
 
@@ -109,6 +112,7 @@ struct CommitCommand: ParsableCommand {
         options.keepEtc = keepEtc
         options.skipSpecial = skipSpecial
         options.timestamp = timestamp
+        options.composefsDigest = !noComposefs
         switch parent {
         case nil: options.parent = .branchHead
         case "none"?: options.parent = .none

@@ -1,0 +1,302 @@
+import ArgumentParser
+import CairnRepo
+import CairnSystem
+import Composefs
+import Foundation
+
+struct ImageCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "image",
+        abstract: "Create, inspect and mount composefs images.",
+        subcommands: [ImageCreate.self, ImageDigest.self, ImageDump.self, ImageLs.self, ImageObjects.self,
+                      ImageMissingObjects.self, ImageMount.self]
+    )
+}
+
+/// Reads a whole file, or stdin for "-".
+func readInput(_ path: String) throws -> [UInt8] {
+    do {
+        if path == "-" { return try FileDescriptor.standardInput.readAll() }
+        let fd = try FileDescriptor.open(path, O_RDONLY)
+        return try fd.closeAfter { try fd.readAll() }
+    } catch let e as SystemError {
+        throw RepoError("reading \(path)", e.message)
+    }
+}
+
+/// Writes `bytes` to `path` atomically (temporary file, fsync, rename), or
+/// to stdout for "-": a failed write never leaves a partial file behind.
+func writeOutput(_ bytes: [UInt8], to path: String, mode: mode_t = 0o644) throws {
+    if path == "-" {
+        try FileDescriptor.standardOutput.write(bytes)
+        return
+    }
+    let dir = (path as NSString).deletingLastPathComponent
+    var template = Array(((dir.isEmpty ? "." : dir) + "/.cairn-tmp-XXXXXX").utf8CString)
+    let fd = mkstemp(&template)
+    guard fd >= 0 else { throw RepoError("writing \(path)", String(cString: strerror(errno))) }
+    let tmp = String(cString: template)
+    let file = FileDescriptor(rawValue: fd)
+    do {
+        try file.closeAfter {
+            try file.write(bytes)
+            guard fchmod(fd, mode) == 0 else { throw SystemError.current("fchmod") }
+            try file.sync()
+        }
+        try FileSystem.rename(Array(tmp.utf8), to: Array(path.utf8))
+    } catch let e as SystemError {
+        unlink(tmp)
+        throw RepoError("writing \(path)", e.message)
+    }
+}
+
+func readImage(_ path: String) throws -> ComposefsImageInfo {
+    let bytes = try readInput(path)
+    do {
+        return try ImageReader.read(bytes)
+    } catch let e as ComposefsError {
+        throw RepoError("reading image \(path)", e.description)
+    }
+}
+
+/// One `ls`-style line: type and mode, owner, size, path, symlink target.
+func listingLine(type: Character, mode: UInt32, uid: UInt32, gid: UInt32, size: UInt64, path: [UInt8], target: [UInt8]?) -> [UInt8] {
+    let m = String(mode & 0o7777, radix: 8)
+    let sizeText = String(size)
+    let head = "\(type)\(String(repeating: "0", count: max(0, 5 - m.count)))\(m) \(uid) \(gid) \(String(repeating: " ", count: max(0, 6 - sizeText.count)))\(sizeText) "
+    return Array(head.utf8) + path + (target.map { Array(" -> ".utf8) + $0 } ?? []) + [0x0a]
+}
+
+struct ImageCreate: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "create",
+        abstract: "Write the composefs image of a directory, a dump file or a commit.",
+        discussion: "Options mean what the same options of mkcomposefs mean; the bytes equal mkcomposefs 1.0.8's. --from-commit writes the image ostree writes for a deployment (.ostree.cfs)."
+    )
+
+    @OptionGroup var repo: RepoOptions
+
+    @Option(name: .customLong("from-dir"), help: ArgumentHelp("Scan this directory, like mkcomposefs SRC IMAGE.", valueName: "dir"))
+    var fromDir: String?
+
+    @Option(name: .customLong("from-dump"), help: ArgumentHelp("Read a composefs dump file (- for stdin), like mkcomposefs --from-file.", valueName: "file"))
+    var fromDump: String?
+
+    @Option(name: .customLong("from-commit"), help: ArgumentHelp("Build the image of this commit of --repo, as ostree does.", valueName: "rev"))
+    var fromCommit: String?
+
+    @Option(name: .customLong("digest-store"), help: ArgumentHelp("With --from-dir: copy regular files into this store of backing objects named by fs-verity digest.", valueName: "dir"))
+    var digestStore: String?
+
+    @Flag(name: .customLong("use-epoch"), help: "Write every mtime as 0.")
+    var useEpoch = false
+
+    @Flag(name: .customLong("skip-xattrs"), help: "With --from-dir: leave out extended attributes.")
+    var skipXattrs = false
+
+    @Flag(name: .customLong("user-xattrs"), help: "With --from-dir: keep only user.* extended attributes.")
+    var userXattrs = false
+
+    @Flag(name: .customLong("skip-devices"), help: "With --from-dir: leave out device nodes.")
+    var skipDevices = false
+
+    @Option(name: .customLong("min-version"), help: ArgumentHelp("Lowest image format version (0 or 1).", valueName: "n"))
+    var minVersion: UInt32?
+
+    @Option(name: .customLong("max-version"), help: ArgumentHelp("Highest image format version (0 or 1).", valueName: "n"))
+    var maxVersion: UInt32?
+
+    @Flag(name: .customLong("print-digest"), help: "Print the image's fs-verity digest.")
+    var printDigest = false
+
+    @Argument(help: ArgumentHelp("Image file to write, - for stdout.", valueName: "image"))
+    var image: String
+
+    func validate() throws {
+        let sources = [fromDir, fromDump, fromCommit].compactMap { $0 }
+        guard sources.count == 1 else { throw ValidationError("give exactly one of --from-dir, --from-dump, --from-commit") }
+        if digestStore != nil || skipXattrs || userXattrs || skipDevices, fromDir == nil {
+            throw ValidationError("--digest-store, --skip-xattrs, --user-xattrs and --skip-devices go with --from-dir")
+        }
+        for v in [minVersion, maxVersion].compactMap({ $0 }) where v > 1 {
+            throw ValidationError("image format versions are 0 and 1")
+        }
+        if let lo = minVersion, let hi = maxVersion, lo > hi { throw ValidationError("--min-version is above --max-version") }
+        if fromCommit != nil && (minVersion != nil || maxVersion != nil || useEpoch) {
+            throw ValidationError("--from-commit writes ostree's image; --min-version, --max-version and --use-epoch do not apply")
+        }
+    }
+
+    func run() throws {
+        let bytes: [UInt8]
+        let options = ComposefsWriteOptions.commandLine(minVersion: minVersion, maxVersion: maxVersion, useEpoch: useEpoch)
+        do {
+            if let dir = fromDir {
+                var scan = DirectoryScanOptions(useEpoch: useEpoch, skipXattrs: skipXattrs, userXattrsOnly: userXattrs,
+                                                skipDevices: skipDevices, digestStore: digestStore.map { DigestStore(root: $0) })
+                scan.threads = onlineProcessorCount()
+                if let store = digestStore, !FileSystem.exists(Array(store.utf8)) {
+                    try FileSystem.makeDirectory(Array(store.utf8), mode: 0o755)
+                }
+                bytes = try ImageWriter.image(of: try DirectoryScanner.scan(dir, options: scan), options: options)
+            } else if let dump = fromDump {
+                let text = try readInput(dump)
+                do {
+                    bytes = try ImageWriter.image(of: try DumpParser.parse(text), options: options)
+                } catch let e as ComposefsError {
+                    throw RepoError("reading dump \(dump)", e.description)
+                }
+            } else {
+                let r = try repo.open()
+                bytes = try r.composefsImage(commit: try r.resolve(fromCommit!))
+            }
+        } catch let e as ComposefsError {
+            throw RepoError("creating image \(image)", e.description)
+        } catch let e as SystemError {
+            throw RepoError("creating image \(image)", e.description)
+        }
+        try writeOutput(bytes, to: image)
+        if printDigest {
+            let line = hexString(fsVerityDigest(bytes)) + "\n"
+            if image == "-" { FileHandle.standardError.write(Data(line.utf8)) } else { print(line, terminator: "") }
+        }
+    }
+}
+
+struct ImageDigest: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "digest",
+        abstract: "Print the fs-verity digest (SHA-256, 4 KiB blocks) of files.",
+        discussion: "One file: the 64 hex characters. Several: one '<digest>  <file>' line each."
+    )
+
+    @Argument(help: ArgumentHelp("Files to hash.", valueName: "file"))
+    var files: [String]
+
+    func validate() throws {
+        if files.isEmpty { throw ValidationError("name at least one file") }
+    }
+
+    func run() throws {
+        for f in files {
+            let d: [UInt8]
+            do { d = try KernelVerity.digest(ofFile: Array(f.utf8)) } catch let e as SystemError {
+                throw RepoError("hashing \(f)", e.message)
+            }
+            print(files.count == 1 ? hexString(d) : "\(hexString(d))  \(f)")
+        }
+    }
+}
+
+struct ImageDump: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "dump", abstract: "Print an image as a composefs dump file.")
+
+    @Argument(help: ArgumentHelp("Image file, - for stdin.", valueName: "image"))
+    var image: String
+
+    func run() throws {
+        Terminal.write(DumpWriter.dump(try readImage(image).tree))
+    }
+}
+
+struct ImageLs: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "ls", abstract: "List every entry of an image.")
+
+    @Argument(help: ArgumentHelp("Image file, - for stdin.", valueName: "image"))
+    var image: String
+
+    func run() throws {
+        let tree = try readImage(image).tree
+        var out: [UInt8] = []
+        func visit(_ i: Int) {
+            let n = tree[i]
+            let type: Character = n.isDirectory ? "d" : n.isSymlink ? "l" : n.isRegular ? "-" :
+                n.fileType == FileMode.charDevice ? "c" : n.fileType == FileMode.blockDevice ? "b" : n.fileType == FileMode.fifo ? "p" : "s"
+            let path = i == ComposefsTree.root ? [0x2f] : tree.path(of: i)
+            out += listingLine(type: type, mode: n.mode, uid: n.uid, gid: n.gid, size: n.isRegular ? n.size : 0,
+                               path: path, target: n.isSymlink ? n.payload : nil)
+            if n.isDirectory && !tree.isHardlink(i) {
+                for c in tree.sortedChildren(i) { visit(Int(c)) }
+            }
+        }
+        visit(ComposefsTree.root)
+        Terminal.write(out)
+    }
+}
+
+/// Backing objects an image refers to (payloads of non-inline regular files).
+func backingObjects(_ tree: ComposefsTree) -> [[UInt8]] {
+    var seen = Set<[UInt8]>()
+    for i in 0..<tree.count where !tree.isHardlink(i) {
+        let n = tree[i]
+        if n.isRegular, n.content == nil, let p = n.payload, !p.isEmpty { seen.insert(p) }
+    }
+    return seen.sorted { $0.lexicographicallyPrecedes($1) }
+}
+
+struct ImageObjects: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "objects", abstract: "List the backing objects an image refers to.")
+
+    @Argument(help: ArgumentHelp("Image file, - for stdin.", valueName: "image"))
+    var image: String
+
+    func run() throws {
+        Terminal.write(backingObjects(try readImage(image).tree).flatMap { $0 + [0x0a] })
+    }
+}
+
+struct ImageMissingObjects: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "missing-objects", abstract: "List the backing objects of an image that a base directory lacks.")
+
+    @Option(help: ArgumentHelp("The object store (for ostree: the repository's objects/).", valueName: "dir"))
+    var basedir: String
+
+    @Argument(help: ArgumentHelp("Image file, - for stdin.", valueName: "image"))
+    var image: String
+
+    func run() throws {
+        let base = Array(basedir.utf8)
+        guard FileSystem.exists(base) else { throw RepoError("reading \(basedir)", "no such directory") }
+        let missing = backingObjects(try readImage(image).tree).filter { p in
+            let path = base + (p.first == 0x2f ? p : [0x2f] + p)
+            return (try? FileSystem.lstat(path)).map { ($0.st_mode & S_IFMT) != S_IFREG } ?? true
+        }
+        Terminal.write(missing.flatMap { $0 + [0x0a] })
+    }
+}
+
+struct ImageMount: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "mount",
+        abstract: "Mount an image read-only: EROFS plus overlayfs with the base directory as data-only lower layer (root).",
+        discussion: "With --digest the image must have exactly that fs-verity digest, and overlayfs is asked for verity=require (every backing file must carry fs-verity). Unmount with umount MOUNTPOINT."
+    )
+
+    @Option(help: ArgumentHelp("The object store the image redirects into.", valueName: "dir"))
+    var basedir: String
+
+    @Option(help: ArgumentHelp("Expected fs-verity digest of the image (64 hex characters).", valueName: "hex"))
+    var digest: String?
+
+    @Argument(help: ArgumentHelp("Image file.", valueName: "image"))
+    var image: String
+
+    @Argument(help: ArgumentHelp("Directory to mount on.", valueName: "mountpoint"))
+    var mountpoint: String
+
+    func validate() throws {
+        if let d = digest, d.count != 64 || bytesFromHex(d) == nil {
+            throw ValidationError("--digest takes 64 hex characters")
+        }
+    }
+
+    func run() throws {
+        let options = ComposefsMountOptions(image: Array(image.utf8), mountpoint: Array(mountpoint.utf8),
+                                            basedir: Array(basedir.utf8), expectedDigest: digest.flatMap(bytesFromHex))
+        do {
+            try ComposefsMount.mount(options)
+        } catch let e as ComposefsError {
+            throw RepoError("mounting \(image) on \(mountpoint)", e.description)
+        }
+    }
+}
