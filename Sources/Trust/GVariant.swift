@@ -300,6 +300,12 @@ extension GVariant {
             guard offsetPtr == offset else {
                 throw GVariantError(path: "", problem: "\(offsetPtr - offset) unexpected bytes between the last member and the framing offsets")
             }
+            // Framing offsets must have the smallest size that fits (GLib's
+            // serializer picks it from body size plus offsets).
+            let framing = (size - offsetPtr) / max(os, 1)
+            if framing > 0 && totalSize(body: offsetPtr, offsets: framing).total != size {
+                throw GVariantError(path: "", problem: "framing offsets of \(os) bytes are wider than needed (not normal form)")
+            }
         }
         return ranges
     }
@@ -379,6 +385,9 @@ extension GVariant {
             }
             if size == 0 { return }
             let f = try arrayFrame(b, r)
+            guard totalSize(body: f.lastEnd, offsets: f.count).total == size else {
+                throw GVariantError(path: "", problem: "array framing offsets of \(f.offsetSize) bytes are wider than needed (not normal form)")
+            }
             let offsets = r.lowerBound + f.lastEnd
             var offset = 0
             let stringKeyed = element.kind == .dictEntry && element.children[0].kind == .string

@@ -123,6 +123,15 @@ final class GVariantTests: XCTestCase {
         samples.append(("(a{sv}aya(say)sstayay)", GVariant(tuple: [d.variant(), GVariant(bytes: Array(0..<32)),
             try GVariant(arrayOf: .tuple([.string, .byteArray]), [GVariant(tuple: [try GVariant(string: "r"), GVariant(bytes: [9])])]),
             try GVariant(string: "subject"), try GVariant(string: ""), GVariant(uint64: 99), GVariant(bytes: Array(0..<32)), GVariant(bytes: Array(0..<32))]).serialized))
+        // Containers just under and over the 1-, 2- and 4-byte framing boundaries.
+        for n in [240, 250, 253, 254, 255, 256, 65_500, 65_530, 65_536, 70_000] {
+            var big = VariantDictionary()
+            big.set("a", GVariant(bytes: Array(repeating: 7, count: n)))
+            big.set("b", GVariant(byteArrays: [[1], Array(repeating: 2, count: n / 2)]))
+            samples.append(("a{sv}", big.serialized()))
+            samples.append(("(ayay)", GVariant(tuple: [GVariant(bytes: Array(repeating: 1, count: n)), GVariant(bytes: [1])]).serialized))
+            samples.append(("aay", GVariant(byteArrays: [Array(repeating: 1, count: n - 3), [], [2]]).serialized))
+        }
         samples.append(("(yu)", GVariant(tuple: [GVariant(byte: 1), GVariant(uint32: 2)]).serialized))
         samples.append(("(uy)", GVariant(tuple: [GVariant(uint32: 2), GVariant(byte: 1)]).serialized))
         samples.append(("mv", try GVariant(maybe: .variant, GVariant(variant: GVariant(boolean: true))).serialized))

@@ -121,19 +121,72 @@ final class VerificationTests: XCTestCase {
 }
 
 final class RegressionTests: XCTestCase {
-    /// Inputs found by fuzzing: each must be refused (or parsed) without a crash.
+    static let dir = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("Regressions").path
+
+    static func files(_ prefix: String) -> [String] {
+        ((try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? []).filter { $0.hasPrefix(prefix) }.sorted()
+    }
+
+    /// Rebuilds a value from its children with the writer; normal form is
+    /// unique, so an accepted value must come back byte-identical.
+    func rebuild(_ v: GVariant) throws -> GVariant {
+        switch v.type.kind {
+        case .variant: return GVariant(variant: try rebuild(XCTUnwrap(v.variantValue)))
+        case .array: return try GVariant(arrayOf: v.type.children[0], v.children.map(rebuild))
+        case .tuple: return GVariant(tuple: try v.children.map(rebuild))
+        case .dictEntry: return try GVariant(dictEntryKey: rebuild(v.children[0]), value: rebuild(v.children[1]))
+        case .maybe: return try GVariant(maybe: v.type.children[0], v.child(0).map(rebuild))
+        default: return v
+        }
+    }
+
+    /// `type-<TYPE>-<what>`: data of type TYPE that is not in normal form:
+    /// refused by us (with a message) and by GLib's g_variant_is_normal_form.
+    func testNonNormalRegressions() throws {
+        let files = Self.files("type-")
+        XCTAssertFalse(files.isEmpty)
+        let helper = try? GLibHelper.path()
+        for name in files {
+            let typeText = String(name.dropFirst(5).prefix { $0 != "-" })
+            let bytes = try readBytes(Self.dir + "/" + name)
+            XCTAssertThrowsError(try GVariant(typeString: typeText, data: bytes), name)
+            if let helper {
+                XCTAssertEqual(try runTool([helper, "normal", typeText, Self.dir + "/" + name]).out, "0\n", "GLib accepts \(name)")
+            }
+        }
+    }
+
+    /// `fuzz-*`: raw libFuzzer inputs (selector byte + payload, see
+    /// Tests/Fuzz/trust/FuzzTrust.swift) that once crashed or broke a property.
     func testFuzzRegressions() throws {
-        let dir = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("Regressions").path
-        let files = (try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? []
-        for name in files.sorted() where !name.hasPrefix(".") && name != "README" {
-            let bytes = try readBytes(dir + "/" + name)
-            _ = try? Commit(serialized: bytes)
-            _ = try? VariantDictionary(serialized: bytes)
-            _ = try? KeyFile.parsePublicKeys(bytes, path: name)
-            _ = try? KeyFile.parseSecretKeys(bytes, path: name)
-            if name.hasPrefix("reject-") {
-                XCTAssertThrowsError(try Commit(serialized: bytes), name)
-                XCTAssertThrowsError(try VariantDictionary(serialized: bytes), name)
+        for name in Self.files("fuzz-") {
+            let input = try readBytes(Self.dir + "/" + name)
+            guard let selector = input.first else { continue }
+            let payload = Array(input.dropFirst())
+            switch selector {
+            case 0:
+                if let c = try? Commit(serialized: payload) {
+                    _ = c.composefsDigest
+                    XCTAssertEqual(try rebuild(GVariant(type: Commit.type, data: payload)).serialized, payload, name)
+                }
+            case 1:
+                if let d = try? VariantDictionary(serialized: payload) {
+                    XCTAssertEqual(d.serialized(), payload, name)
+                    XCTAssertNoThrow(try VariantDictionary(serialized: d.appendingSignature(Array(repeating: 1, count: 64)).serialized()))
+                }
+            case 2: _ = try? KeyFile.parsePublicKeys(payload, path: name)
+            case 3: _ = try? KeyFile.parseSecretKeys(payload, path: name)
+            case 4:
+                guard let nul = payload.firstIndex(of: 0),
+                      let t = try? GVariantType(String(decoding: payload[..<nul], as: UTF8.self)) else { continue }
+                let body = Array(payload[(nul + 1)...])
+                if let v = try? GVariant(type: t, data: body) {
+                    XCTAssertEqual(try rebuild(v).serialized, body, name)
+                }
+            default:
+                let half = payload.count / 2
+                _ = TrustPolicy(trustedKeys: [try Ed25519SecretKey(seed: Array(repeating: 7, count: 32)).publicKey])
+                    .verifiedComposefsDigest(commit: Array(payload[..<half]), detachedMetadata: Array(payload[half...]))
             }
         }
     }
