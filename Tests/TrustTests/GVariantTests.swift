@@ -93,6 +93,11 @@ final class GVariantTests: XCTestCase {
         refuse("o", Array("/a//b\0".utf8), "object path")
         refuse("g", Array("a\0".utf8), "signature")
         refuse("()", [1], "unit")
+        // GLib's g_variant_is_normal_form accepts 0 bytes here, yet its serializer
+        // (g_variant_get_normal_form) writes [0]: we accept only the latter, so
+        // that the normal form stays unique.
+        refuse("(ayay)", [], "framing offset")
+        XCTAssertNoThrow(try GVariant(typeString: "(ayay)", data: [0]))
         // Variants nested past the depth limit.
         var deep: [UInt8] = [1]
         var t = "y"
@@ -233,3 +238,53 @@ final class GVariantTests: XCTestCase {
     }
 }
 
+
+/// Optional: set TRUST_DIFF_CORPUS to a libFuzzer corpus directory (see
+/// Tests/Fuzz/trust/run.sh) to compare our normal-form verdict with GLib's
+/// on every GVariant input in it.
+final class CorpusDifferentialTests: XCTestCase {
+    func testCorpusAgreesWithGLib() throws {
+        guard let corpus = ProcessInfo.processInfo.environment["TRUST_DIFF_CORPUS"] else {
+            throw XCTSkip("TRUST_DIFF_CORPUS is not set")
+        }
+        let helper = try GLibHelper.path()
+        let dir = try makeTempDir()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        var byType: [String: [(String, [UInt8])]] = [:]
+        for name in try FileManager.default.contentsOfDirectory(atPath: corpus) {
+            let input = try readBytes(corpus + "/" + name)
+            guard let sel = input.first else { continue }
+            let payload = Array(input.dropFirst())
+            switch sel {
+            case 0: byType[Commit.type.typeString, default: []].append((name, payload))
+            case 1: byType["a{sv}", default: []].append((name, payload))
+            case 4:
+                guard let nul = payload.firstIndex(of: 0), let t = try? GVariantType(String(decoding: payload[..<nul], as: UTF8.self)) else { continue }
+                byType[t.typeString, default: []].append((name, Array(payload[(nul + 1)...])))
+            default: continue
+            }
+        }
+        var disagreements: [String] = []
+        var checked = 0
+        for (type, items) in byType {
+            var files: [String] = []
+            for (i, item) in items.enumerated() {
+                let f = "\(dir)/\(files.count)-\(i)"
+                try writeBytes(item.1, f)
+                files.append(f)
+            }
+            for chunk in stride(from: 0, to: files.count, by: 500) {
+                let part = Array(files[chunk..<min(chunk + 500, files.count)])
+                let verdicts = Array(try runTool([helper, "normal", type] + part).out.trimmingCharacters(in: .whitespacesAndNewlines))
+                for (k, v) in verdicts.enumerated() {
+                    let (name, bytes) = items[chunk + k]
+                    let ours = (try? GVariant(typeString: type, data: bytes)) != nil
+                    checked += 1
+                    if ours != (v == "1") { disagreements.append("\(name) \(type) GLib=\(v) ours=\(ours) \(hex(Array(bytes.prefix(64))))") }
+                }
+            }
+        }
+        print("compared \(checked) corpus inputs with GLib")
+        XCTAssertEqual(disagreements, [], disagreements.prefix(10).joined(separator: "\n"))
+    }
+}
