@@ -1,0 +1,181 @@
+import CairnTestSupport
+import Foundation
+import XCTest
+
+/// Composefs images of commits and files through the `cairn` command, with
+/// Debian's `ostree`, `fsverity` and `fsck.erofs` as independent peers.
+final class ImageTests: XCTestCase {
+    var dir = ""
+    var cairn = ""
+
+    override func setUpWithError() throws {
+        cairn = try TestSupport.executable("cairn")
+        dir = try TestSupport.scratchFolder("cairn-image")
+    }
+
+    override func tearDown() {
+        TestSupport.remove(dir)
+    }
+
+    @discardableResult
+    func cairn(_ args: [String], expect status: Int32 = 0, file: StaticString = #filePath, line: UInt = #line) throws -> ProcessResult {
+        let r = try TestSupport.run(cairn, args)
+        XCTAssertEqual(r.status, status, "cairn \(args.joined(separator: " ")): \(r.stderr)", file: file, line: line)
+        return r
+    }
+
+    func sha256(_ path: String) throws -> String {
+        String(try TestSupport.sh("sha256sum '\(path)'").prefix(64))
+    }
+
+    /// A real OS tree: copies of this machine's /etc and /usr/sbin, plus odd cases.
+    func makeRealTree(_ path: String) throws {
+        try TestSupport.sh("""
+            set -e
+            mkdir -p '\(path)/usr'
+            cp -a /usr/sbin '\(path)/usr/sbin'
+            cp -a /etc '\(path)/etc'
+            find '\(path)' \\( -type c -o -type b -o -type p -o -type s \\) -delete
+            : > '\(path)/usr/empty-file'
+            printf 'x%.0s' $(seq 5000) > '\(path)/usr/five-thousand'
+            ln -s /nonexistent/target '\(path)/usr/dangling'
+            """)
+    }
+
+    func testCommitRecordsTheDigestOfItsImage() throws {
+        try makeRealTree(dir + "/tree")
+        try cairn(["init", "--repo", dir + "/r"])
+        let c = try cairn(["commit", "--repo", dir + "/r", "-b", "os", dir + "/tree"]).lastLine
+        let json = try XCTUnwrap(JSONSerialization.jsonObject(with: try cairn(["show", "--repo", dir + "/r", "--json", c]).stdoutData) as? [String: Any])
+        let recorded = try XCTUnwrap(json["composefsDigest"] as? String)
+        let printed = try cairn(["image", "create", "--repo", dir + "/r", "--from-commit", c, dir + "/os.cfs", "--print-digest"]).lastLine
+        XCTAssertEqual(printed, recorded)
+        XCTAssertEqual(try cairn(["image", "digest", dir + "/os.cfs"]).lastLine, recorded)
+
+        // The image is a valid EROFS filesystem.
+        if (try? TestSupport.require(tool: "fsck.erofs")) != nil {
+            try TestSupport.sh("fsck.erofs '\(dir)/os.cfs'")
+        }
+        // --no-composefs leaves the key out.
+        let plain = try cairn(["commit", "--repo", dir + "/r", "-b", "plain", "--no-composefs", dir + "/tree"]).lastLine
+        let plainJSON = try XCTUnwrap(JSONSerialization.jsonObject(with: try cairn(["show", "--repo", dir + "/r", "--json", plain]).stdoutData) as? [String: Any])
+        XCTAssertTrue(plainJSON["composefsDigest"] is NSNull)
+    }
+
+    /// The image of a commit equals the image of a dump written independently
+    /// from `ostree ls` and `fsverity digest` by the rules of spec §17.
+    func testFromCommitEqualsDumpBuiltByPeers() throws {
+        try TestSupport.require(tool: "ostree")
+        try TestSupport.require(tool: "fsverity")
+        try makeRealTree(dir + "/tree")
+        try cairn(["init", "--repo", dir + "/r"])
+        let c = try cairn(["commit", "--repo", dir + "/r", "-b", "os", "--no-xattrs", dir + "/tree"]).lastLine
+        try cairn(["image", "create", "--repo", dir + "/r", "--from-commit", c, dir + "/commit.cfs"])
+        let script = TestSupport.packageRoot.appendingPathComponent("Tests/Scripts/ostree_mode_dump.py").path
+        try TestSupport.sh("python3 '\(script)' '\(dir)/r' \(c) '\(dir)/peer.dump'")
+        try cairn(["image", "create", "--from-dump", dir + "/peer.dump", dir + "/peer.cfs"])
+        XCTAssertEqual(try sha256(dir + "/peer.cfs"), try sha256(dir + "/commit.cfs"),
+                       "image from the commit differs from the image of the peers' dump")
+
+        // Round trip: dump of the image, back to the same bytes.
+        let dump = try cairn(["image", "dump", dir + "/commit.cfs"]).stdoutData
+        try dump.write(to: URL(fileURLWithPath: dir + "/commit.dump"))
+        try cairn(["image", "create", "--from-dump", dir + "/commit.dump", dir + "/again.cfs"])
+        XCTAssertEqual(try sha256(dir + "/again.cfs"), try sha256(dir + "/commit.cfs"))
+        // Stdin and stdout work as files do.
+        let piped = try TestSupport.run(cairn, ["image", "create", "--from-dump", "-", "-"], stdin: dump)
+        XCTAssertEqual(piped.status, 0, piped.stderr)
+        XCTAssertEqual(piped.stdoutData, try Data(contentsOf: URL(fileURLWithPath: dir + "/commit.cfs")))
+
+        // Every backing object is in the repository; a removed one is reported.
+        let objects = try cairn(["image", "objects", dir + "/commit.cfs"]).stdout.split(separator: "\n")
+        XCTAssertGreaterThan(objects.count, 100)
+        XCTAssertEqual(try cairn(["image", "missing-objects", "--basedir", dir + "/r/objects", dir + "/commit.cfs"]).stdout, "")
+        try TestSupport.sh("mv '\(dir)/r/objects/\(objects[0])' '\(dir)/moved'")
+        XCTAssertEqual(try cairn(["image", "missing-objects", "--basedir", dir + "/r/objects", dir + "/commit.cfs"]).stdout, "\(objects[0])\n")
+    }
+
+    func testDigestCacheHashesOnlyNewObjects() throws {
+        try makeRealTree(dir + "/tree")
+        try cairn(["init", "--repo", dir + "/r"])
+        let c1 = try cairn(["commit", "--repo", dir + "/r", "-b", "os", dir + "/tree"]).lastLine
+        let cache = dir + "/r/cairn/verity-digests"
+        let size1 = try XCTUnwrap(FileManager.default.attributesOfItem(atPath: cache)[.size] as? Int)
+        XCTAssertEqual(size1 % 72, 0)
+        // One new file: one new record.
+        try TestSupport.sh("head -c 10000 /dev/urandom > '\(dir)/tree/usr/new-file'")
+        try cairn(["commit", "--repo", dir + "/r", "-b", "os", dir + "/tree"])
+        let size2 = try XCTUnwrap(FileManager.default.attributesOfItem(atPath: cache)[.size] as? Int)
+        XCTAssertEqual(size2 - size1, 72)
+
+        // A torn last record and a corrupted one are ignored, and the digest stays right.
+        try TestSupport.sh("printf 'torn' >> '\(cache)' && printf 'X' | dd of='\(cache)' bs=1 seek=40 conv=notrunc status=none")
+        try cairn(["init", "--repo", dir + "/fresh"])
+        try TestSupport.sh("rm '\(dir)/tree/usr/new-file'")
+        let again = try cairn(["commit", "--repo", dir + "/r", "-b", "again", dir + "/tree"]).lastLine
+        let fresh = try cairn(["commit", "--repo", dir + "/fresh", "-b", "again", dir + "/tree"]).lastLine
+        func digest(_ repo: String, _ c: String) throws -> String? {
+            let j = try JSONSerialization.jsonObject(with: try cairn(["show", "--repo", repo, "--json", c]).stdoutData) as? [String: Any]
+            return j?["composefsDigest"] as? String
+        }
+        XCTAssertEqual(try digest(dir + "/r", again), try digest(dir + "/fresh", fresh))
+        XCTAssertEqual(try digest(dir + "/r", again), try digest(dir + "/r", c1))
+        let size3 = try XCTUnwrap(FileManager.default.attributesOfItem(atPath: cache)[.size] as? Int)
+        XCTAssertEqual(size3 % 72, 0, "a writer cuts the torn record off before appending")
+    }
+
+    func testDigestAgreesWithFsverity() throws {
+        try TestSupport.require(tool: "fsverity")
+        var files: [String] = []
+        for (i, size) in [0, 1, 4095, 4096, 4097, 65536, 1_048_579].enumerated() {
+            let path = "\(dir)/f\(i)"
+            try TestSupport.sh("head -c \(size) /dev/urandom > '\(path)'")
+            files.append(path)
+        }
+        let ours = try cairn(["image", "digest"] + files).stdout.split(separator: "\n").map { String($0.prefix(64)) }
+        for (i, f) in files.enumerated() {
+            let theirs = try TestSupport.sh("fsverity digest --compact '\(f)'").trimmingCharacters(in: .whitespacesAndNewlines)
+            XCTAssertEqual(ours[i], theirs, f)
+        }
+        let missing = try cairn(["image", "digest", dir + "/nope"], expect: 1)
+        XCTAssertTrue(missing.stderr.contains(dir + "/nope"))
+    }
+
+    func testBadImagesAndDumpsAreRefusedWithoutLeftovers() throws {
+        try TestSupport.sh("printf '/ 0 40755 2 0 0 0 0.0 - - -\\n/a 5 100644 1 0 0 0 0.0 - hello -\\n/a/b 0 100644 1 0 0 0 0.0 - - -\\n' > '\(dir)/bad.dump'")
+        let r = try cairn(["image", "create", "--from-dump", dir + "/bad.dump", dir + "/out.cfs"], expect: 1)
+        XCTAssertTrue(r.stderr.contains("bad.dump") && r.stderr.contains("line 3"), r.stderr)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: dir + "/out.cfs"))
+        XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: dir).filter { $0.hasPrefix(".cairn-tmp") }, [])
+
+        try TestSupport.sh("head -c 8192 /dev/urandom > '\(dir)/garbage.cfs'")
+        let g = try cairn(["image", "dump", dir + "/garbage.cfs"], expect: 1)
+        XCTAssertTrue(g.stderr.hasPrefix("cairn: error: reading image \(dir)/garbage.cfs"), g.stderr)
+        try cairn(["image", "create", "--from-dir", dir, "--from-dump", dir + "/bad.dump", dir + "/x.cfs"], expect: 2)
+    }
+
+    /// Mounting (root, this kernel's EROFS and overlayfs, no fs-verity): the
+    /// mounted image shows the commit's files, read through the repository.
+    func testMountShowsTheCommit() throws {
+        try TestSupport.requireRoot()
+        try TestSupport.require(tool: "unshare")
+        try makeRealTree(dir + "/tree")
+        try cairn(["init", "--repo", dir + "/r"])
+        let c = try cairn(["commit", "--repo", dir + "/r", "-b", "os", "--keep-etc", dir + "/tree"]).lastLine
+        try cairn(["image", "create", "--repo", dir + "/r", "--from-commit", c, dir + "/os.cfs"])
+        try TestSupport.sh("mkdir -p '\(dir)/mnt'")
+        let r = try TestSupport.run("unshare", ["-m", "--propagation", "private", "/bin/sh", "-c", """
+            set -e
+            '\(cairn)' image mount --basedir '\(dir)/r/objects' '\(dir)/os.cfs' '\(dir)/mnt'
+            diff -r --no-dereference '\(dir)/tree/etc' '\(dir)/mnt/etc'
+            diff -r --no-dereference '\(dir)/tree/usr' '\(dir)/mnt/usr'
+            test "$(stat -c %a '\(dir)/mnt/etc/shadow')" = "$(stat -c %a '\(dir)/tree/etc/shadow')"
+            test -d '\(dir)/mnt/sysroot'
+            if touch '\(dir)/mnt/etc/new' 2>/dev/null; then echo writable; exit 1; fi
+            ! '\(cairn)' image mount --basedir '\(dir)/r/objects' --digest \(String(repeating: "0", count: 64)) '\(dir)/os.cfs' '\(dir)/mnt' 2>'\(dir)/err'
+            grep -q 'expected 0000' '\(dir)/err'
+            umount '\(dir)/mnt'
+            """])
+        XCTAssertEqual(r.status, 0, r.stdout + r.stderr)
+    }
+}
