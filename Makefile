@@ -7,9 +7,9 @@ BUILD_PACKAGES := pkg-config libostree-dev libarchive-dev libssl-dev libgpgme-de
 TEST_PACKAGES := $(BUILD_PACKAGES) ostree fsverity erofs-utils attr e2fsprogs util-linux tar gzip xz-utils zstd \
 	gnupg python3 python3-cryptography
 DEMO_PACKAGES := $(BUILD_PACKAGES) busybox-static ostree
-BENCH_PACKAGES := $(TEST_PACKAGES) debootstrap time
+BENCH_PACKAGES := $(TEST_PACKAGES) debootstrap time openssl
 
-.PHONY: all build release demo test test-unit bench-commit clean
+.PHONY: all build release demo test bench-commit bench-composefs clean
 
 all: build
 
@@ -36,6 +36,11 @@ bench-commit:
 	@scripts/install-packages.sh $(BENCH_PACKAGES)
 	swift build -c release
 	scripts/bench-commit.sh .build/release/cairn
+
+bench-composefs:
+	@scripts/install-packages.sh $(BENCH_PACKAGES)
+	swift build -c release
+	scripts/bench_composefs.py .build/release/cairn
 
 clean:
 	rm -rf .build

@@ -24,4 +24,7 @@ step "$cairn" commit --branch sample/x86_64 --subject "Sample OS 1.1" --add-meta
 step "$cairn" diff sample/x86_64^ sample/x86_64
 step "$cairn" cat sample/x86_64 /usr/lib/os-release
 step "$cairn" show sample/x86_64
+step "$cairn" image create --from-commit sample/x86_64 "$work/sample.cfs" --print-digest
+echo "(the digest recorded in the commit: $("$cairn" show --json sample/x86_64 | grep '"composefsDigest"'))"
+step "$cairn" image objects "$work/sample.cfs"
 step "$cairn" fsck
