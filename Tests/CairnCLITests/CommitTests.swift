@@ -4,25 +4,8 @@ import XCTest
 
 /// `cairn init/commit/log/show/ls/cat/refs/diff/fsck/prune` against real
 /// libostree repositories, with Debian's `ostree` CLI as the independent peer.
-final class CommitTests: XCTestCase {
-    var dir = ""
-    var cairn = ""
-
-    override func setUpWithError() throws {
-        cairn = try TestSupport.executable("cairn")
-        dir = try TestSupport.scratchFolder("cairn-commit")
-    }
-
-    override func tearDown() {
-        TestSupport.remove(dir)
-    }
-
-    @discardableResult
-    func cairn(_ args: [String], expect status: Int32 = 0, file: StaticString = #filePath, line: UInt = #line) throws -> ProcessResult {
-        let r = try TestSupport.run(cairn, args)
-        XCTAssertEqual(r.status, status, "cairn \(args.joined(separator: " ")): \(r.stderr)", file: file, line: line)
-        return r
-    }
+final class CommitTests: CairnTestCase {
+    override var scratchName: String { "cairn-commit" }
 
     @discardableResult
     func ostree(_ args: [String], file: StaticString = #filePath, line: UInt = #line) throws -> String {
@@ -263,7 +246,7 @@ final class CommitTests: XCTestCase {
         // Unreadable file: run without the capability that lets root read anything.
         try TestSupport.require(tool: "setpriv")
         try TestSupport.sh("cp -a '\(src)' '\(dir)/unreadable' && echo secret > '\(dir)/unreadable/usr/secret' && chown 1234 '\(dir)/unreadable/usr/secret' && chmod 0000 '\(dir)/unreadable/usr/secret'")
-        let unreadable = try TestSupport.run("setpriv", ["--inh-caps=-all", "--bounding-set=-dac_override,-dac_read_search", cairn,
+        let unreadable = try TestSupport.run("setpriv", ["--inh-caps=-all", "--bounding-set=-dac_override,-dac_read_search", cairnPath,
                                                          "commit", "--repo", repo, "-b", "os", dir + "/unreadable"])
         XCTAssertEqual(unreadable.status, 1)
         assertOneLineError(unreadable, contains: "secret")
@@ -301,13 +284,13 @@ final class CommitTests: XCTestCase {
                 set -e
                 mkdir -p '\(dir)/small'
                 mount -t tmpfs -o size=2m tmpfs '\(dir)/small'
-                '\(cairn)' init --repo '\(dir)/small/r' >/dev/null
+                '\(cairnPath)' init --repo '\(dir)/small/r' >/dev/null
                 ostree config --repo='\(dir)/small/r' set core.min-free-space-percent \(reserve)
-                '\(cairn)' commit --repo '\(dir)/small/r' -b os '\(src)/usr/bin' >/dev/null
+                '\(cairnPath)' commit --repo '\(dir)/small/r' -b os '\(src)/usr/bin' >/dev/null
                 before=$(cat '\(dir)/small/r/refs/heads/os')
-                if '\(cairn)' commit --repo '\(dir)/small/r' -b os '\(src)' 2>'\(dir)/err'; then echo "commit succeeded"; exit 1; fi
+                if '\(cairnPath)' commit --repo '\(dir)/small/r' -b os '\(src)' 2>'\(dir)/err'; then echo "commit succeeded"; exit 1; fi
                 test "$(cat '\(dir)/small/r/refs/heads/os')" = "$before"
-                '\(cairn)' fsck --repo '\(dir)/small/r'
+                '\(cairnPath)' fsck --repo '\(dir)/small/r'
                 """])
             XCTAssertEqual(full.status, 0, full.stdout + full.stderr)
             let err = try String(contentsOfFile: dir + "/err", encoding: .utf8)
@@ -320,7 +303,7 @@ final class CommitTests: XCTestCase {
         try cairn(["commit", "--repo", dir + "/ro", "-b", "os", src + "/usr/bin"])
         let before = try refsSnapshot(dir + "/ro")
         let ro = try TestSupport.run("unshare", ["-m", "/bin/sh", "-c", """
-            mount --bind '\(dir)/ro' '\(dir)/ro' && mount -o remount,bind,ro '\(dir)/ro' && '\(cairn)' commit --repo '\(dir)/ro' -b os '\(src)'
+            mount --bind '\(dir)/ro' '\(dir)/ro' && mount -o remount,bind,ro '\(dir)/ro' && '\(cairnPath)' commit --repo '\(dir)/ro' -b os '\(src)'
             """])
         XCTAssertEqual(ro.status, 1, ro.stderr)
         assertOneLineError(ro, contains: dir + "/ro")

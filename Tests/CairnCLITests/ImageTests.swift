@@ -4,25 +4,8 @@ import XCTest
 
 /// Composefs images of commits and files through the `cairn` command, with
 /// Debian's `ostree`, `fsverity` and `fsck.erofs` as independent peers.
-final class ImageTests: XCTestCase {
-    var dir = ""
-    var cairn = ""
-
-    override func setUpWithError() throws {
-        cairn = try TestSupport.executable("cairn")
-        dir = try TestSupport.scratchFolder("cairn-image")
-    }
-
-    override func tearDown() {
-        TestSupport.remove(dir)
-    }
-
-    @discardableResult
-    func cairn(_ args: [String], expect status: Int32 = 0, file: StaticString = #filePath, line: UInt = #line) throws -> ProcessResult {
-        let r = try TestSupport.run(cairn, args)
-        XCTAssertEqual(r.status, status, "cairn \(args.joined(separator: " ")): \(r.stderr)", file: file, line: line)
-        return r
-    }
+final class ImageTests: CairnTestCase {
+    override var scratchName: String { "cairn-image" }
 
     func sha256(_ path: String) throws -> String {
         String(try TestSupport.sh("sha256sum '\(path)'").prefix(64))
@@ -83,7 +66,7 @@ final class ImageTests: XCTestCase {
         try cairn(["image", "create", "--from-dump", dir + "/commit.dump", dir + "/again.cfs"])
         XCTAssertEqual(try sha256(dir + "/again.cfs"), try sha256(dir + "/commit.cfs"))
         // Stdin and stdout work as files do.
-        let piped = try TestSupport.run(cairn, ["image", "create", "--from-dump", "-", "-"], stdin: dump)
+        let piped = try TestSupport.run(cairnPath, ["image", "create", "--from-dump", "-", "-"], stdin: dump)
         XCTAssertEqual(piped.status, 0, piped.stderr)
         XCTAssertEqual(piped.stdoutData, try Data(contentsOf: URL(fileURLWithPath: dir + "/commit.cfs")))
 
@@ -166,13 +149,13 @@ final class ImageTests: XCTestCase {
         try TestSupport.sh("mkdir -p '\(dir)/mnt'")
         let r = try TestSupport.run("unshare", ["-m", "--propagation", "private", "/bin/sh", "-c", """
             set -e
-            '\(cairn)' image mount --basedir '\(dir)/r/objects' '\(dir)/os.cfs' '\(dir)/mnt'
+            '\(cairnPath)' image mount --basedir '\(dir)/r/objects' '\(dir)/os.cfs' '\(dir)/mnt'
             diff -r --no-dereference '\(dir)/tree/etc' '\(dir)/mnt/etc'
             diff -r --no-dereference '\(dir)/tree/usr' '\(dir)/mnt/usr'
             test "$(stat -c %a '\(dir)/mnt/etc/shadow')" = "$(stat -c %a '\(dir)/tree/etc/shadow')"
             test -d '\(dir)/mnt/sysroot'
             if touch '\(dir)/mnt/etc/new' 2>/dev/null; then echo writable; exit 1; fi
-            ! '\(cairn)' image mount --basedir '\(dir)/r/objects' --digest \(String(repeating: "0", count: 64)) '\(dir)/os.cfs' '\(dir)/mnt' 2>'\(dir)/err'
+            ! '\(cairnPath)' image mount --basedir '\(dir)/r/objects' --digest \(String(repeating: "0", count: 64)) '\(dir)/os.cfs' '\(dir)/mnt' 2>'\(dir)/err'
             grep -q 'expected 0000' '\(dir)/err'
             umount '\(dir)/mnt'
             """])

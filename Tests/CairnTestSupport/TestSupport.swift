@@ -118,3 +118,29 @@ public enum TestSupport {
         _ = try? run("/bin/rm", ["-rf", "--one-file-system", path])
     }
 }
+
+/// Base class of the command-line tests: a scratch folder per test (removed
+/// afterwards) and the built `cairn`, run with an expected exit status.
+open class CairnTestCase: XCTestCase {
+    public var dir = ""
+    public var cairnPath = ""
+
+    open var scratchName: String { "cairn-test" }
+
+    open override func setUpWithError() throws {
+        cairnPath = try TestSupport.executable("cairn")
+        dir = try TestSupport.scratchFolder(scratchName)
+    }
+
+    open override func tearDown() {
+        TestSupport.remove(dir)
+    }
+
+    @discardableResult
+    public func cairn(_ args: [String], expect status: Int32 = 0, stdin: Data? = nil,
+                      file: StaticString = #filePath, line: UInt = #line) throws -> ProcessResult {
+        let r = try TestSupport.run(cairnPath, args, stdin: stdin)
+        XCTAssertEqual(r.status, status, "cairn \(args.joined(separator: " ")): \(r.stderr)", file: file, line: line)
+        return r
+    }
+}

@@ -114,29 +114,13 @@ struct LsCommand: ParsableCommand {
         let entry = try r.lookup(commit: try r.resolve(rev), path: path)
         var out: [UInt8] = []
         func line(_ e: TreeEntry) {
-            let type: String
-            var size: UInt64 = 0
-            var suffix: [UInt8] = []
-            var uid: UInt32 = 0, gid: UInt32 = 0
             switch e.kind {
             case .directory(_, _, let m):
-                type = "d"
-                uid = m.uid
-                gid = m.gid
+                out += listingLine(type: "d", mode: m.mode, uid: m.uid, gid: m.gid, size: 0, path: e.path, target: nil)
             case .file(let f):
-                uid = f.uid
-                gid = f.gid
-                size = f.size
-                if let t = f.symlinkTarget {
-                    type = "l"
-                    suffix = Array(" -> ".utf8) + t
-                } else {
-                    type = "-"
-                }
+                out += listingLine(type: f.isSymlink ? "l" : "-", mode: f.mode, uid: f.uid, gid: f.gid,
+                                   size: f.isSymlink ? 0 : f.size, path: e.path, target: f.symlinkTarget)
             }
-            let mode = String(e.mode & 0o7777, radix: 8)
-            let head = "\(type)\(String(repeating: "0", count: max(0, 5 - mode.count)))\(mode) \(uid) \(gid) \(String(repeating: " ", count: max(0, 6 - String(size).count)))\(size) "
-            out += Array(head.utf8) + e.path + suffix + [0x0a]
             if out.count > 1 << 16 {
                 Terminal.write(out)
                 out.removeAll(keepingCapacity: true)
