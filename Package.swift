@@ -26,7 +26,7 @@ let package = Package(
         .target(name: "Trust", dependencies: ["CairnSystem", "CCrypto"]),
         .target(name: "CairnRepo", dependencies: ["COSTree", "CLibArchive", "CairnSystem", "Composefs"]),
         .executableTarget(name: "cairn", dependencies: [
-            "CairnRepo", "CairnSystem", "Composefs",
+            "CairnRepo", "CairnSystem", "Composefs", "Trust",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
 

@@ -14,6 +14,7 @@ struct Cairn: ParsableCommand {
             InitCommand.self, CommitCommand.self, LogCommand.self, ShowCommand.self,
             LsCommand.self, CatCommand.self, RefsCommand.self, DiffCommand.self,
             FsckCommand.self, PruneCommand.self, ImageCommand.self,
+            KeygenCommand.self, SignCommand.self, VerifyCommand.self,
         ]
     )
 

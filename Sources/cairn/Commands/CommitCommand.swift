@@ -85,6 +85,15 @@ struct CommitCommand: ParsableCommand {
     @Option(help: ArgumentHelp("Commit timestamp in seconds since the epoch (default: now).", valueName: "seconds"))
     var timestamp: UInt64?
 
+    @Option(name: .customLong("sign-key"), help: ArgumentHelp("Sign the new commit with this ed25519 secret key file (checked before committing); repeatable.", valueName: "secretfile"))
+    var signKeys: [String] = []
+
+    @Option(name: .customLong("gpg-sign"), help: ArgumentHelp("Sign the new commit with this OpenPGP key id; repeatable.", valueName: "keyid"))
+    var gpgSign: [String] = []
+
+    @Option(name: .customLong("gpg-homedir"), help: ArgumentHelp("GnuPG home for --gpg-sign (default: ~/.gnupg).", valueName: "dir"))
+    var gpgHomedir: String?
+
     @Argument(help: ArgumentHelp("Directory or tar archive to commit.", valueName: "source"))
     var source: String
 
@@ -99,6 +108,8 @@ struct CommitCommand: ParsableCommand {
     }
 
     func run() throws {
+        let signingKeys = try loadSecretKeys(signKeys)  // a bad key fails before anything is written
+        if gpgHomedir != nil && gpgSign.isEmpty { throw ValidationError("--gpg-homedir needs --gpg-sign") }
         let repository = try repo.open()
         var options = CommitOptions(branch: branch)
         options.subject = subject
@@ -118,8 +129,11 @@ struct CommitCommand: ParsableCommand {
         case "none"?: options.parent = .none
         case let rev?: options.parent = .rev(rev)
         }
-        options.notice = { Terminal.note($0) }
         let progress = Terminal.stderrIsTerminal ? ProgressLine() : nil
+        options.notice = { message in
+            progress?.finish()  // a notice gets its own line, not the middle of the progress line
+            Terminal.note(message)
+        }
         if let progress {
             options.progress = { p in progress.update("committing: \(p.entries) entries, \(formatBytes(p.bytes))") }
         }
@@ -127,6 +141,13 @@ struct CommitCommand: ParsableCommand {
         progress?.finish()
         if result.skippedSpecialCount > 0 {
             Terminal.warning("left out \(result.skippedSpecialCount) device node(s), fifo(s) or socket(s), e.g. \(result.skippedSpecial.first!)")
+        }
+        for (key, added) in try addEd25519Signatures(repository, commit: result.checksum, keys: signingKeys) where added {
+            Terminal.note("signed with ed25519 key \(key.base64)")
+        }
+        for id in gpgSign {
+            try repository.gpgSign(result.checksum, keyID: id, homedir: gpgHomedir)
+            Terminal.note("signed with GPG key \(id)")
         }
         print(result.checksum)
     }

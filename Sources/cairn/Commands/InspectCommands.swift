@@ -68,6 +68,7 @@ struct ShowCommand: ParsableCommand {
                 "version": c.version ?? NSNull(),
             ]
             object["composefsDigest"] = c.composefsDigest.map(hexString) ?? NSNull()
+            object["signatures"] = signatureJSON(try r.signatures(c.checksum))
             try Terminal.printJSON(object)
             return
         }
@@ -79,6 +80,7 @@ struct ShowCommand: ParsableCommand {
             print("Metadata:")
             for (key, value) in c.metadata { print("  \(key): \(value.text)") }
         }
+        print(signatureLines(try r.signatures(c.checksum)).joined(separator: "\n"))
     }
 
     private func jsonValue(_ v: MetadataValue) -> Any {
