@@ -227,8 +227,15 @@ extension Repository {
 
         var metadataEntries = options.metadata
         if options.composefsDigest {
-            let image = try composefsImage(rootTree: rootTree, rootMeta: rootMeta)
-            metadataEntries.append((MetadataKey.composefsDigest, .bytes(fsVerityDigest(image))))
+            // The digest is a function of the tree alone: an unchanged tree
+            // keeps its parent's.
+            if let p = parent, let pc = try? commit(p), pc.rootTree == rootTree, pc.rootMeta == rootMeta,
+               let digest = pc.composefsDigest {
+                metadataEntries.append((MetadataKey.composefsDigest, .bytes(digest)))
+            } else {
+                let image = try composefsImage(rootTree: rootTree, rootMeta: rootMeta)
+                metadataEntries.append((MetadataKey.composefsDigest, .bytes(fsVerityDigest(image))))
+            }
         }
         let metadata = try Self.metadataVariant(metadataEntries)
         defer { g_variant_unref(metadata) }

@@ -34,7 +34,7 @@ func writeOutput(_ bytes: [UInt8], to path: String, mode: mode_t = 0o644) throws
     let dir = (path as NSString).deletingLastPathComponent
     var template = Array(((dir.isEmpty ? "." : dir) + "/.cairn-tmp-XXXXXX").utf8CString)
     let fd = mkstemp(&template)
-    guard fd >= 0 else { throw RepoError("writing \(path)", String(cString: strerror(errno))) }
+    guard fd >= 0 else { throw RepoError("writing \(path)", SystemError.current("mkstemp").message) }
     let tmp = String(cString: template)
     let file = FileDescriptor(rawValue: fd)
     do {
