@@ -25,8 +25,9 @@ let package = Package(
         .target(name: "Composefs", dependencies: ["CairnSystem", "CCrypto"]),
         .target(name: "Trust", dependencies: ["CairnSystem", "CCrypto"]),
         .target(name: "CairnRepo", dependencies: ["COSTree", "CLibArchive", "CairnSystem", "Composefs"]),
+        .target(name: "CairnDeploy", dependencies: ["CairnRepo", "CairnSystem", "CCairnShim", "Composefs"]),
         .executableTarget(name: "cairn", dependencies: [
-            "CairnRepo", "CairnSystem", "Composefs", "Trust",
+            "CairnRepo", "CairnDeploy", "CairnSystem", "Composefs", "Trust",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
 

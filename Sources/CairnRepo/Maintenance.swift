@@ -23,6 +23,11 @@ public struct PruneReport: Sendable {
     public var objectsPruned = 0
     public var bytesFreed: UInt64 = 0
     public var commitsDeleted: [String] = []
+    public init(objectsTotal: Int = 0, objectsPruned: Int = 0, bytesFreed: UInt64 = 0) {
+        self.objectsTotal = objectsTotal
+        self.objectsPruned = objectsPruned
+        self.bytesFreed = bytesFreed
+    }
 }
 
 /// One object of the repository by type and checksum.

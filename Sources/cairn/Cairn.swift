@@ -15,6 +15,9 @@ struct Cairn: ParsableCommand {
             LsCommand.self, CatCommand.self, RefsCommand.self, DiffCommand.self,
             FsckCommand.self, PruneCommand.self, ImageCommand.self,
             KeygenCommand.self, SignCommand.self, VerifyCommand.self,
+            SysrootCommand.self, DeployCommand.self, StatusCommand.self, RollbackCommand.self,
+            SetDefaultCommand.self, UndeployCommand.self, PinCommand.self, KargsCommand.self,
+            CleanupCommand.self, ConfigDiffCommand.self,
         ]
     )
 
@@ -47,7 +50,7 @@ struct Cairn: ParsableCommand {
         } catch where exitCode(for: error) == .success {
             exit(withError: error)  // argument-parser's own (help requests)
         } catch {
-            Terminal.error(String(describing: error))
+            Terminal.error(String(describing: error).replacingOccurrences(of: "\n", with: " "))
             Foundation.exit(1)
         }
     }

@@ -257,7 +257,7 @@ struct VerifyCommand: ParsableCommand {
         let checksum = try repository.resolve(rev)
         var reasons: [String] = []
         if let policy {
-            switch verifyEd25519(repository, checksum, policy) {
+            switch Self.verifyEd25519(repository, checksum, policy) {
             case .success(let line):
                 print(line)
                 print("Commit \(checksum) verified")
@@ -281,7 +281,7 @@ struct VerifyCommand: ParsableCommand {
 
     struct Refusal: Error { var message: String }
 
-    private func verifyEd25519(_ r: Repository, _ checksum: String, _ policy: TrustPolicy) -> Result<String, Refusal> {
+    static func verifyEd25519(_ r: Repository, _ checksum: String, _ policy: TrustPolicy) -> Result<String, Refusal> {
         let commit: [UInt8]
         let meta: [UInt8]?
         do {

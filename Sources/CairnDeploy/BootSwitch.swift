@@ -1,0 +1,155 @@
+import CairnRepo
+import CairnSystem
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Points where a test may ask a mutating command to die (SIGKILL), through
+/// `CAIRN_TEST_CRASH_AT=<step>`: crash safety is tested at every boundary.
+public enum CrashPoint: String, CaseIterable, Sendable {
+    case deploymentWritten = "deployment-written"
+    case kernelCopied = "kernel-copied"
+    case bootSetWritten = "bootset-written"
+    case switched
+    case originWritten = "origin-written"
+    case removedOne = "removed-one"
+    case pruned
+
+    func reach() {
+        guard let wanted = getenv("CAIRN_TEST_CRASH_AT"), String(cString: wanted) == rawValue else { return }
+        kill(getpid(), SIGKILL)
+    }
+}
+
+extension Sysroot {
+    /// Makes `deployments` (default first) the boot entry set, atomically:
+    /// the new entries and `ostree=` symlink farm are written and synced
+    /// under the other boot version, then one rename of `/boot/loader`
+    /// switches; the old set is removed afterwards. A crash leaves either
+    /// the old or the new set, each naming only complete deployments.
+    public func writeBootSet(_ deployments: [Deployment]) throws {
+        let current = try currentBootVersion()
+        let new = 1 - (current ?? 0)
+        let loaderNew = at("boot/loader.\(new)")
+        let farmDir = "ostree/boot.\(new).0"
+
+        // Leftovers of an interrupted switch are not referenced by the current set.
+        try removeTree(loaderNew)
+        try removeBootFarms(version: new)
+
+        var serials: [String: Int] = [:]
+        var bootSerials: [Int] = []
+        for d in deployments {
+            let key = d.stateroot + "/" + d.bootChecksum
+            bootSerials.append(serials[key, default: 0])
+            serials[key, default: 0] += 1
+        }
+        for (d, bootSerial) in zip(deployments, bootSerials) {
+            let dir = at("\(farmDir)/\(d.stateroot)/\(d.bootChecksum)")
+            try makeDirectories(dir)
+            let link = dir + "/\(bootSerial)"
+            guard symlink("../../../deploy/\(d.stateroot)/deploy/\(d.name)", link) == 0 else {
+                throw DeployError("writing \(link)", String(cString: strerror(errno)))
+            }
+        }
+        try makeDirectories(at(farmDir))
+        let farmLink = at("ostree/boot.\(new)")
+        guard symlink("boot.\(new).0", farmLink) == 0 else {
+            throw DeployError("writing \(farmLink)", String(cString: strerror(errno)))
+        }
+
+        try makeDirectories(loaderNew + "/entries")
+        let count = deployments.count
+        for (i, (d, bootSerial)) in zip(deployments, bootSerials).enumerated() {
+            let n = count - i
+            let entry = try bootEntry(for: d, index: i, version: n, bootVersion: new, bootSerial: bootSerial)
+            try writeFileAtomically(loaderNew + "/entries/ostree-\(n)-\(d.stateroot).conf", Array(entry.text.utf8))
+        }
+        sync()  // the farm, the entries and the deployments they name are on disk
+        CrashPoint.bootSetWritten.reach()
+
+        let tmpLink = at("boot/loader.tmp")
+        unlink(tmpLink)
+        guard symlink("loader.\(new)", tmpLink) == 0 else {
+            throw DeployError("writing \(tmpLink)", String(cString: strerror(errno)))
+        }
+        do {
+            try FileSystem.rename(Array(tmpLink.utf8), to: Array(at("boot/loader").utf8))
+            try syncDirectory(at("boot"))
+        } catch let e as SystemError {
+            throw DeployError("switching \(at("boot/loader"))", e.message)
+        }
+        CrashPoint.switched.reach()
+
+        if let old = current {
+            try removeTree(at("boot/loader.\(old)"))
+            try removeBootFarms(version: old)
+        }
+    }
+
+    /// The entry for deployment `d`: title from its os-release, `linux` and
+    /// `initrd` relative to /boot, `options` with its kernel arguments and
+    /// `ostree=`.
+    func bootEntry(for d: Deployment, index: Int, version: Int, bootVersion: Int, bootSerial: Int) throws -> BootEntry {
+        let bootDir = "/ostree/\(d.stateroot)-\(d.bootChecksum)"
+        let files = (try? FileSystem.directoryEntries(Array(at("boot" + bootDir).utf8)))?.map { String(decoding: $0, as: UTF8.self) } ?? []
+        guard let kernel = files.filter({ $0.hasPrefix("vmlinuz") }).sorted().first else {
+            throw DeployError("writing the boot entry of \(d.name)", "no kernel in \(at("boot" + bootDir))")
+        }
+        let initramfs = files.filter { $0.hasPrefix("initramfs") }.sorted().first
+        let title = (d.title.map(Self.titleWithoutIndex) ?? d.stateroot) + " (ostree:\(index))"
+        var fields: [(String, String)] = [
+            ("title", title),
+            ("version", String(version)),
+            ("options", (d.kernelArguments + ["ostree=/ostree/boot.\(bootVersion)/\(d.stateroot)/\(d.bootChecksum)/\(bootSerial)"]).joined(separator: " ")),
+            ("linux", "\(bootDir)/\(kernel)"),
+        ]
+        if let initramfs { fields.append(("initrd", "\(bootDir)/\(initramfs)")) }
+        return BootEntry(fields: fields)
+    }
+
+    /// "Debian 12 (ostree:1)" → "Debian 12"
+    static func titleWithoutIndex(_ title: String) -> String {
+        let marker = Array(" (ostree:".utf8)
+        let bytes = Array(title.utf8)
+        guard bytes.count >= marker.count else { return title }
+        for i in stride(from: bytes.count - marker.count, through: 0, by: -1) where Array(bytes[i..<(i + marker.count)]) == marker {
+            return String(decoding: bytes[..<i], as: UTF8.self)
+        }
+        return title
+    }
+
+    func removeBootFarms(version: Int) throws {
+        let names = ((try? FileSystem.directoryEntries(Array(at("ostree").utf8))) ?? []).map { String(decoding: $0, as: UTF8.self) }
+        for name in names where name == "boot.\(version)" || name.hasPrefix("boot.\(version).") {
+            try removeTree(at("ostree/" + name))
+        }
+    }
+
+    func makeDirectories(_ p: String) throws {
+        var prefix = p.hasPrefix("/") ? "" : "."
+        for part in p.split(separator: "/") {
+            prefix += "/" + part
+            if mkdir(prefix, 0o755) != 0 && errno != EEXIST {
+                throw DeployError("creating \(prefix)", String(cString: strerror(errno)))
+            }
+        }
+    }
+}
+
+/// Removes a file, symlink or directory tree; absent is fine. Does not
+/// follow symlinks and does not cross into other filesystems' mounts.
+func removeTree(_ path: String) throws {
+    let bytes = Array(path.utf8)
+    guard let st = try? FileSystem.lstat(bytes) else { return }
+    if (st.st_mode & S_IFMT) == S_IFDIR {
+        let children: [[UInt8]]
+        do { children = try FileSystem.directoryEntries(bytes) } catch let e as SystemError {
+            throw DeployError("removing \(path)", e.message)
+        }
+        for child in children { try removeTree(path + "/" + String(decoding: child, as: UTF8.self)) }
+        guard rmdir(path) == 0 || errno == ENOENT else { throw DeployError("removing \(path)", String(cString: strerror(errno))) }
+    } else {
+        guard unlink(path) == 0 || errno == ENOENT else { throw DeployError("removing \(path)", String(cString: strerror(errno))) }
+    }
+}

@@ -1,0 +1,339 @@
+import CairnRepo
+import CairnSystem
+import CCairnShim
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// An error of the deployment layer: what was being done and why.
+public struct DeployError: Error, CustomStringConvertible {
+    public var context: String
+    public var reason: String
+    public init(_ context: String, _ reason: String) {
+        self.context = context
+        self.reason = reason
+    }
+    public var description: String { reason.isEmpty ? context : "\(context): \(reason)" }
+}
+
+/// One deployment: a commit of a stateroot, its serial, and where its boot
+/// entry points.
+public struct Deployment: Sendable {
+    public var stateroot: String
+    public var checksum: String
+    public var serial: Int
+    public var bootChecksum: String
+    /// Kernel arguments other than `ostree=`.
+    public var kernelArguments: [String]
+    public var origin: Origin
+    /// The boot entry title, if it came from an entry.
+    public var title: String?
+
+    /// "<commit>.<serial>"
+    public var name: String { "\(checksum).\(serial)" }
+    public var relativePath: String { "ostree/deploy/\(stateroot)/deploy/\(name)" }
+    public var pinned: Bool { origin.value(section: "libostree-transient", key: "pinned") == "true" }
+    public var refspec: String? { origin.value(section: "origin", key: "refspec") }
+}
+
+/// An ostree origin file (a GLib key file), kept line by line so that what
+/// cairn does not know survives a rewrite.
+public struct Origin: Sendable {
+    public var lines: [String]
+
+    public init(text: String) {
+        lines = text.split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
+        while lines.last == "" { lines.removeLast() }
+    }
+
+    public init(lines: [String]) { self.lines = lines }
+
+    public init(refspec: String) {
+        lines = ["[origin]", "refspec=\(refspec)"]
+    }
+
+    public var text: String { lines.joined(separator: "\n") + "\n" }
+
+    public func value(section: String, key: String) -> String? {
+        var current = ""
+        for line in lines {
+            let t = line.trimmingWhitespace()
+            if t.hasPrefix("[") && t.hasSuffix("]") { current = String(t.dropFirst().dropLast()); continue }
+            if current == section, let eq = t.firstIndex(of: "="), t[..<eq].trimmingWhitespace() == key {
+                return t[t.index(after: eq)...].trimmingWhitespace()
+            }
+        }
+        return nil
+    }
+
+    /// Sets (or with nil removes) a key, adding the section if needed.
+    public mutating func set(section: String, key: String, _ value: String?) {
+        var current = ""
+        var sectionEnd: Int?
+        for i in lines.indices {
+            let t = lines[i].trimmingWhitespace()
+            if t.hasPrefix("[") && t.hasSuffix("]") {
+                current = String(t.dropFirst().dropLast())
+                if current == section { sectionEnd = i + 1 }
+                continue
+            }
+            if current == section {
+                sectionEnd = i + 1
+                if let eq = t.firstIndex(of: "="), t[..<eq].trimmingWhitespace() == key {
+                    if let value { lines[i] = "\(key)=\(value)" } else { lines.remove(at: i) }
+                    return
+                }
+            }
+        }
+        guard let value else { return }
+        if let end = sectionEnd {
+            lines.insert("\(key)=\(value)", at: end)
+        } else {
+            lines += ["[\(section)]", "\(key)=\(value)"]
+        }
+    }
+}
+
+/// What a sysroot holds now: the deployments in boot order (index 0 is the
+/// default, the next boot) and which one is running.
+public struct SysrootState: Sendable {
+    /// 0 or 1, or nil before the first deployment.
+    public var bootVersion: Int?
+    public var deployments: [Deployment]
+    public var bootedIndex: Int?
+}
+
+/// A physical root in ostree's layout (interop spec section 4).
+public final class Sysroot {
+    public let path: String
+
+    public init(path: String) {
+        self.path = path.count > 1 && path.hasSuffix("/") ? String(path.dropLast()) : path
+    }
+
+    /// An absolute path under the sysroot.
+    public func at(_ relative: String) -> String {
+        (path == "/" ? "" : path) + "/" + relative
+    }
+
+    public var repositoryPath: String { at("ostree/repo") }
+
+    public func isInitialized() -> Bool {
+        FileSystem.exists(Array(at("ostree/repo/config").utf8)) && FileSystem.exists(Array(at("ostree/deploy").utf8))
+    }
+
+    /// Opens the repository, failing clearly when the sysroot was never initialised.
+    public func repository() throws -> Repository {
+        guard isInitialized() else {
+            throw DeployError("sysroot \(path)", "not initialised (no ostree/repo or ostree/deploy); run 'cairn sysroot init \(path)'")
+        }
+        return try Repository.open(path: repositoryPath)
+    }
+
+    /// Creates the layout: a bare repository, /boot with its `boot -> .`
+    /// link, and the stateroot with `deploy/` and `var/`. Idempotent.
+    public func initialize(stateroot: String?) throws {
+        try Self.validateStateroot(stateroot ?? "default")
+        for dir in ["", "boot", "boot/ostree", "ostree", "ostree/deploy", "dev", "proc", "run", "sys", "tmp", "home", "root"] {
+            try makeDirectory(at(dir), mode: dir == "tmp" ? 0o1777 : dir == "root" ? 0o700 : 0o755)
+        }
+        if !FileSystem.exists(Array(at("boot/boot").utf8)) {
+            guard symlink(".", at("boot/boot")) == 0 || errno == EEXIST else {
+                throw DeployError("creating \(at("boot/boot"))", String(cString: strerror(errno)))
+            }
+        }
+        if !FileSystem.exists(Array(at("ostree/repo/config").utf8)) {
+            _ = try Repository.create(path: repositoryPath, mode: .bare)
+        }
+        if let stateroot {
+            try makeDirectory(at("ostree/deploy/\(stateroot)"), mode: 0o755)
+            try makeDirectory(at("ostree/deploy/\(stateroot)/deploy"), mode: 0o755)
+            try makeDirectory(at("ostree/deploy/\(stateroot)/var"), mode: 0o755)
+        }
+    }
+
+    public static func validateStateroot(_ name: String) throws {
+        let ok = !name.isEmpty && name.count < 256 && name != "." && name != ".." && !name.hasPrefix("-")
+            && name.utf8.allSatisfy { ($0 >= 0x30 && $0 <= 0x39) || ($0 >= 0x41 && $0 <= 0x5a) || ($0 >= 0x61 && $0 <= 0x7a) || $0 == 0x2d || $0 == 0x5f || $0 == 0x2e }
+        guard ok else { throw DeployError("stateroot name '\(name)'", "use letters, digits, '.', '_' and '-'") }
+    }
+
+    func makeDirectory(_ p: String, mode: mode_t) throws {
+        if mkdir(p, mode) != 0 && errno != EEXIST {
+            throw DeployError("creating \(p)", String(cString: strerror(errno)))
+        }
+    }
+
+    public func stateroots() -> [String] {
+        ((try? FileSystem.directoryEntries(Array(at("ostree/deploy").utf8))) ?? [])
+            .map { String(decoding: $0, as: UTF8.self) }.sorted()
+    }
+
+    // MARK: Reading the current state
+
+    /// The active boot version from `/boot/loader -> loader.<v>`.
+    public func currentBootVersion() throws -> Int? {
+        guard FileSystem.exists(Array(at("boot/loader").utf8)) else { return nil }
+        let target: [UInt8]
+        do { target = try FileSystem.readLink(Array(at("boot/loader").utf8)) } catch let e as SystemError {
+            throw DeployError("reading \(at("boot/loader"))", e.message)
+        }
+        switch String(decoding: target, as: UTF8.self) {
+        case "loader.0": return 0
+        case "loader.1": return 1
+        case let other: throw DeployError("reading \(at("boot/loader"))", "points at '\(other)', not loader.0 or loader.1")
+        }
+    }
+
+    /// Reads the deployments of the active boot entry set, default first.
+    public func loadState() throws -> SysrootState {
+        guard isInitialized() else {
+            throw DeployError("sysroot \(path)", "not initialised (no ostree/repo or ostree/deploy); run 'cairn sysroot init \(path)'")
+        }
+        guard let version = try currentBootVersion() else {
+            return SysrootState(bootVersion: nil, deployments: [], bootedIndex: nil)
+        }
+        let entriesDir = at("boot/loader.\(version)/entries")
+        let names = ((try? FileSystem.directoryEntries(Array(entriesDir.utf8))) ?? [])
+            .map { String(decoding: $0, as: UTF8.self) }.filter { $0.hasSuffix(".conf") }
+        var entries: [(BootEntry, String)] = []
+        for name in names {
+            let file = entriesDir + "/" + name
+            entries.append((try BootEntry(parsing: try readText(file), file: file), file))
+        }
+        entries.sort { $0.0.version > $1.0.version }
+        var deployments: [Deployment] = []
+        for (entry, file) in entries {
+            guard let arg = entry.ostreeArgument else {
+                throw DeployError("reading boot entry \(file)", "no ostree= kernel argument")
+            }
+            deployments.append(try deployment(forOstreeArgument: arg, entry: entry, file: file))
+        }
+        return SysrootState(bootVersion: version, deployments: deployments, bootedIndex: bootedIndex(deployments))
+    }
+
+    /// Resolves `/ostree/boot.<v>/<stateroot>/<bootcsum>/<serial>` to its deployment.
+    func deployment(forOstreeArgument arg: String, entry: BootEntry?, file: String) throws -> Deployment {
+        let parts = arg.split(separator: "/").map(String.init)
+        guard parts.count == 5, parts[0] == "ostree", parts[1].hasPrefix("boot."), parts.allSatisfy({ $0 != ".." && $0 != "." }) else {
+            throw DeployError("reading \(file)", "malformed ostree=\(arg)")
+        }
+        let link = at(parts.joined(separator: "/"))
+        let target: String
+        do { target = String(decoding: try FileSystem.readLink(Array(link.utf8)), as: UTF8.self) } catch let e as SystemError {
+            throw DeployError("resolving ostree=\(arg) of \(file)", e.message)
+        }
+        // ../../../deploy/<stateroot>/deploy/<commit>.<serial>
+        let t = target.split(separator: "/").map(String.init)
+        guard t.count == 7, t[0] == "..", t[1] == "..", t[2] == "..", t[3] == "deploy", t[4] == parts[2], t[5] == "deploy" else {
+            throw DeployError("resolving ostree=\(arg) of \(file)", "unexpected link target \(target)")
+        }
+        let name = t[6]
+        guard let dot = name.lastIndex(of: "."), let serial = Int(name[name.index(after: dot)...]) else {
+            throw DeployError("resolving ostree=\(arg) of \(file)", "deployment name \(name) is not <commit>.<serial>")
+        }
+        let checksum = String(name[..<dot])
+        let stateroot = parts[2]
+        let originFile = at("ostree/deploy/\(stateroot)/deploy/\(name).origin")
+        let origin = (try? readText(originFile)).map { Origin(text: $0) } ?? Origin(lines: [])
+        return Deployment(stateroot: stateroot, checksum: checksum, serial: serial, bootChecksum: parts[3],
+                          kernelArguments: entry?.options.filter { !$0.hasPrefix("ostree=") } ?? [],
+                          origin: origin, title: entry?["title"])
+    }
+
+    /// The running deployment: on a booted system (/ with /run/ostree-booted)
+    /// the one /proc/cmdline's ostree= names. `CAIRN_TEST_BOOTED_CMDLINE`
+    /// stands in for /proc/cmdline on any sysroot, for tests.
+    func bootedIndex(_ deployments: [Deployment]) -> Int? {
+        let cmdline: String
+        if let fake = getenv("CAIRN_TEST_BOOTED_CMDLINE") {
+            cmdline = String(cString: fake)
+        } else if path == "/", FileSystem.exists(Array("/run/ostree-booted".utf8)), let c = try? readText("/proc/cmdline") {
+            cmdline = c
+        } else {
+            return nil
+        }
+        guard let arg = cmdline.split(whereSeparator: { $0 == " " || $0 == "\n" }).first(where: { $0.hasPrefix("ostree=") }),
+              let booted = try? deployment(forOstreeArgument: String(arg.dropFirst("ostree=".count)), entry: nil, file: "the kernel command line")
+        else { return nil }
+        return deployments.firstIndex { $0.stateroot == booted.stateroot && $0.name == booted.name }
+    }
+
+    // MARK: Locking
+
+    /// Runs `body` holding the sysroot's exclusive lock (`ostree/lock`, the
+    /// file libostree locks too). Waits up to `timeout` seconds for another
+    /// holder, then fails naming it.
+    public func withLock<R>(command: String, timeout: Double, _ body: () throws -> R) throws -> R {
+        let lockPath = at("ostree/lock")
+        let fd: FileDescriptor
+        do { fd = try FileDescriptor.open(lockPath, O_RDWR | O_CREAT, mode: 0o600) } catch let e as SystemError {
+            throw DeployError("locking \(path)", e.description)
+        }
+        defer { fd.close() }
+        var waited = 0.0
+        while flock(fd.rawValue, LOCK_EX | LOCK_NB) != 0 {
+            guard errno == EWOULDBLOCK || errno == EINTR else {
+                throw DeployError("locking \(path)", String(cString: strerror(errno)))
+            }
+            if waited >= timeout {
+                var holder = ((try? fd.readAll(limit: 4096)).map { String(decoding: $0, as: UTF8.self) } ?? "").trimmingWhitespace()
+                holder = holder.replacingNewlines()
+                throw DeployError("locking \(path)", "another command holds the sysroot lock \(lockPath)" +
+                                  (holder.isEmpty ? "" : " (\(holder))") + " and did not release it within \(Int(timeout)) s")
+            }
+            usleep(100_000)
+            waited += 0.1
+        }
+        // Say who holds it, for whoever waits next.
+        _ = try? fd.truncate(0)
+        let note = Array("pid \(getpid()): cairn \(command)\n".utf8)
+        _ = note.withUnsafeBytes { pwrite(fd.rawValue, $0.baseAddress, $0.count, 0) }
+        return try body()
+    }
+}
+
+extension String {
+    func replacingNewlines() -> String {
+        String(map { $0 == "\n" ? " " : $0 })
+    }
+}
+
+/// Reads a small text file.
+func readText(_ path: String) throws -> String {
+    do {
+        let fd = try FileDescriptor.open(path, O_RDONLY)
+        return String(decoding: try fd.closeAfter { try fd.readAll(limit: 1 << 20) }, as: UTF8.self)
+    } catch let e as SystemError {
+        throw DeployError("reading \(path)", e.message)
+    }
+}
+
+/// Writes a file atomically and durably: temporary file, fsync, rename,
+/// fsync of the directory.
+func writeFileAtomically(_ path: String, _ bytes: [UInt8], mode: mode_t = 0o644) throws {
+    let dir = path.lastIndex(of: "/").map { String(path[..<$0]) } ?? "."
+    let tmp = dir + "/.tmp-\(getpid())-" + (path.split(separator: "/").last.map(String.init) ?? "file")
+    do {
+        let fd = try FileDescriptor.open(tmp, O_WRONLY | O_CREAT | O_TRUNC, mode: mode)
+        do {
+            try fd.closeAfter {
+                try fd.write(bytes)
+                guard fchmod(fd.rawValue, mode) == 0 else { throw SystemError.current("fchmod", path: Array(tmp.utf8)) }
+                try fd.sync()
+            }
+            try FileSystem.rename(Array(tmp.utf8), to: Array(path.utf8))
+        } catch {
+            unlink(tmp)
+            throw error
+        }
+        try syncDirectory(dir)
+    } catch let e as SystemError {
+        throw DeployError("writing \(path)", e.message)
+    }
+}
+
+func syncDirectory(_ dir: String) throws {
+    let fd = try FileDescriptor.open(dir, O_RDONLY | O_DIRECTORY)
+    try fd.closeAfter { try fd.sync() }
+}

@@ -1,0 +1,295 @@
+import ArgumentParser
+import CairnDeploy
+import CairnRepo
+import CairnSystem
+import Foundation
+import Trust
+
+/// `--sysroot`, shared by the deployment commands.
+struct SysrootOptions: ParsableArguments {
+    @Option(name: .long, help: ArgumentHelp("The physical root holding ostree/ and boot/ (default: /).", valueName: "path"))
+    var sysroot: String = "/"
+
+    var value: Sysroot { Sysroot(path: sysroot) }
+}
+
+struct SysrootCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "sysroot", abstract: "Prepare a physical root for deployments.",
+                                                    subcommands: [SysrootInit.self])
+}
+
+struct SysrootInit: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "init",
+        abstract: "Create the ostree layout in PATH: a bare repository, /boot, and a stateroot.",
+        discussion: "Idempotent; run again with another --stateroot to add an operating system."
+    )
+
+    @Option(help: ArgumentHelp("Stateroot (operating system) to create, with its deploy/ and var/.", valueName: "name"))
+    var stateroot: String?
+
+    @Argument(help: ArgumentHelp("The physical root.", valueName: "path"))
+    var path: String
+
+    func run() throws {
+        let s = Sysroot(path: path)
+        try s.initialize(stateroot: stateroot)
+        print("Initialised \(path)" + (stateroot.map { " with stateroot \($0)" } ?? ""))
+    }
+}
+
+/// Index argument with help.
+private func indexHelp(_ what: String) -> ArgumentHelp {
+    ArgumentHelp("\(what) (0 is the default, as `cairn status` numbers them).", valueName: "index")
+}
+
+struct DeployCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "deploy",
+        abstract: "Deploy a commit: its composefs image, a merged /etc, its kernel, and a new boot entry set.",
+        discussion: """
+        The new deployment becomes the default (next boot) and the previous default the \
+        rollback. Kept: the new default, the booted deployment, the rollback and pinned ones. \
+        /etc changes of the current deployment are carried over (a three-way merge).
+        """
+    )
+
+    @OptionGroup var sysroot: SysrootOptions
+
+    @Option(help: ArgumentHelp("Stateroot to deploy into (default: the default deployment's, or the only one).", valueName: "name"))
+    var stateroot: String?
+
+    @Option(name: .customLong("karg"), help: ArgumentHelp("Set a kernel argument, replacing others with the same key; repeatable.", valueName: "arg"))
+    var kargs: [String] = []
+
+    @Option(name: .customLong("karg-append"), help: ArgumentHelp("Append a kernel argument; repeatable.", valueName: "arg"))
+    var kargsAppend: [String] = []
+
+    @Flag(name: .customLong("not-as-default"), help: "Add the deployment after the default instead of making it the default.")
+    var notAsDefault = false
+
+    @Option(name: .customLong("keys"), help: ArgumentHelp("Refuse the commit unless an ed25519 signature verifies with a key in this file; repeatable.", valueName: "pubfile"))
+    var keyFiles: [String] = []
+
+    @Option(name: .customLong("revoked-keys"), help: ArgumentHelp("Keys that never verify.", valueName: "file"))
+    var revokedKeys: String?
+
+    @Argument(help: ArgumentHelp("Ref or commit in the sysroot's repository.", valueName: "rev"))
+    var rev: String
+
+    func validate() throws {
+        for k in kargs + kargsAppend {
+            do { try KernelArguments.validate(k) } catch let e as DeployError { throw ValidationError(e.description) }
+        }
+    }
+
+    func run() throws {
+        var options = DeployOptions(rev: rev)
+        options.stateroot = stateroot
+        options.kernelArguments = kargs
+        options.appendedKernelArguments = kargsAppend
+        options.notAsDefault = notAsDefault
+        if !keyFiles.isEmpty {
+            let policy: TrustPolicy
+            do { policy = try TrustPolicy(trustedKeyFiles: keyFiles, revokedKeyFile: revokedKeys) } catch {
+                throw RepoError("key file \(error.description)", "")
+            }
+            options.verifySignature = { repo, checksum in
+                switch VerifyCommand.verifyEd25519(repo, checksum, policy) {
+                case .success(let line): return line
+                case .failure(let refusal): throw RepoError("refusing to deploy \(checksum)", refusal.message)
+                }
+            }
+        }
+        let result = try sysroot.value.deploy(options)
+        let d = result.deployment
+        if let who = result.signedBy { print(who) }
+        print("Deployed \(d.stateroot) \(d.name)" + (notAsDefault ? " (not as default)" : " (default on next boot)"))
+        print("  composefs digest: \(hexString(result.composefsDigest))")
+        if let etc = result.etc {
+            print("  /etc: \(etc.modified.count) modified, \(etc.added.count) added, \(etc.removed.count) removed carried over")
+            for p in etc.modified { print("    M /etc/\(p)") }
+            for p in etc.added { print("    A /etc/\(p)") }
+            for p in etc.removed { print("    D /etc/\(p)") }
+        } else {
+            print("  /etc: the new defaults (no previous deployment to merge)")
+        }
+        for r in result.removed { print("  removed \(r.stateroot) \(r.name)") }
+    }
+}
+
+struct StatusCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "status",
+        abstract: "List the deployments in boot order.",
+        discussion: "--json prints the cairn/v1 schema documented in the README."
+    )
+
+    @OptionGroup var sysroot: SysrootOptions
+
+    @Flag(help: "Print JSON (apiVersion cairn/v1).")
+    var json = false
+
+    @Option(name: .customLong("keys"), help: ArgumentHelp("Also check each commit's ed25519 signatures against these trusted keys; repeatable.", valueName: "pubfile"))
+    var keyFiles: [String] = []
+
+    func run() throws {
+        let s = sysroot.value
+        let state = try s.loadState()
+        let repo = try s.repository()
+        let policy = keyFiles.isEmpty ? nil : try? TrustPolicy(trustedKeyFiles: keyFiles, revokedKeyFile: nil)
+        var rows: [[String: Any]] = []
+        for (i, d) in state.deployments.enumerated() {
+            let commit = try? repo.commit(d.checksum)
+            let image = s.at(d.relativePath) + "/.ostree.cfs"
+            let imageDigest: String? = FileManager.default.fileExists(atPath: image) ? commit?.composefsDigest.map(hexString) ?? "unrecorded" : nil
+            let signatures = try? repo.signatures(d.checksum)
+            var verifiedBy: Any = NSNull()
+            if let policy {
+                if case .success(let line) = VerifyCommand.verifyEd25519(repo, d.checksum, policy) { verifiedBy = line }
+            }
+            rows.append([
+                "index": i,
+                "stateroot": d.stateroot,
+                "checksum": d.checksum,
+                "serial": d.serial,
+                "booted": state.bootedIndex == i,
+                "default": i == 0,
+                "rollback": i == 1,
+                "pinned": d.pinned,
+                "version": commit?.version ?? NSNull(),
+                "refspec": d.refspec ?? NSNull(),
+                "composefsDigest": imageDigest ?? NSNull(),
+                "signatures": [
+                    "ed25519": signatures?.ed25519.count ?? 0,
+                    "gpg": signatures?.gpg.count ?? 0,
+                ],
+                "verifiedBy": verifiedBy,
+                "kernelArguments": d.kernelArguments,
+                "bootChecksum": d.bootChecksum,
+                "path": s.at(d.relativePath),
+            ])
+        }
+        if json {
+            try Terminal.printJSON(["apiVersion": "cairn/v1", "sysroot": s.path,
+                                    "bootVersion": state.bootVersion.map { $0 as Any } ?? NSNull(), "deployments": rows])
+            return
+        }
+        if rows.isEmpty {
+            print("No deployments.")
+            return
+        }
+        for r in rows {
+            var marks: [String] = []
+            if r["booted"] as? Bool == true { marks.append("booted") }
+            if r["default"] as? Bool == true { marks.append("default") }
+            if r["rollback"] as? Bool == true { marks.append("rollback") }
+            if r["pinned"] as? Bool == true { marks.append("pinned") }
+            let star = r["booted"] as? Bool == true ? "*" : " "
+            print("\(star) \(r["index"]!): \(r["stateroot"]!) \(r["checksum"]!).\(r["serial"]!)" + (marks.isEmpty ? "" : " (\(marks.joined(separator: ", ")))"))
+            if let v = r["version"] as? String { print("    Version: \(v)") }
+            if let ref = r["refspec"] as? String { print("    Refspec: \(ref)") }
+            print("    Composefs: \(r["composefsDigest"] as? String ?? "none")")
+            let sig = r["signatures"] as! [String: Int]
+            var signed = "ed25519 \(sig["ed25519"]!), gpg \(sig["gpg"]!)"
+            if let v = r["verifiedBy"] as? String { signed += "; \(v)" }
+            print("    Signatures: \(signed)")
+            print("    Kernel arguments: \((r["kernelArguments"] as! [String]).joined(separator: " "))")
+        }
+    }
+}
+
+struct RollbackCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "rollback", abstract: "Make the previous deployment the default (swap the first two), atomically.")
+    @OptionGroup var sysroot: SysrootOptions
+
+    func run() throws {
+        let state = try sysroot.value.rollback()
+        print("Default is now \(state.deployments[0].stateroot) \(state.deployments[0].name); rollback \(state.deployments[1].name)")
+    }
+}
+
+struct SetDefaultCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "set-default", abstract: "Make a deployment the default for the next boot.")
+    @OptionGroup var sysroot: SysrootOptions
+    @Argument(help: indexHelp("Deployment to make the default")) var index: Int
+
+    func run() throws {
+        let state = try sysroot.value.setDefault(index)
+        print("Default is now \(state.deployments[0].stateroot) \(state.deployments[0].name)")
+    }
+}
+
+struct UndeployCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "undeploy", abstract: "Remove a deployment (never the booted one).")
+    @OptionGroup var sysroot: SysrootOptions
+    @Argument(help: indexHelp("Deployment to remove")) var index: Int
+
+    func run() throws {
+        let d = try sysroot.value.undeploy(index)
+        print("Removed \(d.stateroot) \(d.name)")
+    }
+}
+
+struct PinCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "pin", abstract: "Keep a deployment when newer ones are deployed.")
+    @OptionGroup var sysroot: SysrootOptions
+    @Flag(help: "Remove the pin instead.") var unpin = false
+    @Argument(help: indexHelp("Deployment to pin")) var index: Int
+
+    func run() throws {
+        let d = try sysroot.value.pin(index, pinned: !unpin)
+        print("\(unpin ? "Unpinned" : "Pinned") \(d.stateroot) \(d.name)")
+    }
+}
+
+struct KargsCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "kargs", abstract: "Show or change the kernel arguments of the default deployment (new boot entries).")
+    @OptionGroup var sysroot: SysrootOptions
+    @Option(help: ArgumentHelp("Append an argument; repeatable.", valueName: "arg")) var append: [String] = []
+    @Option(help: ArgumentHelp("Delete KEY=VALUE, or every KEY; repeatable.", valueName: "arg")) var delete: [String] = []
+    @Option(help: ArgumentHelp("Set KEY=VALUE, replacing arguments with that key; repeatable.", valueName: "key=value")) var replace: [String] = []
+
+    func validate() throws {
+        for k in append + replace + delete {
+            do { try KernelArguments.validate(k) } catch let e as DeployError { throw ValidationError(e.description) }
+        }
+    }
+
+    func run() throws {
+        if append.isEmpty && delete.isEmpty && replace.isEmpty {
+            guard let d = try sysroot.value.loadState().deployments.first else { throw DeployError("kargs", "there are no deployments") }
+            print(d.kernelArguments.joined(separator: " "))
+            return
+        }
+        let d = try sysroot.value.changeKernelArguments(append: append, delete: delete, replace: replace)
+        print(d.kernelArguments.joined(separator: " "))
+    }
+}
+
+struct CleanupCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "cleanup",
+        abstract: "Delete undeployed deployments, unused kernels, the inactive boot entry set, and unreachable objects."
+    )
+    @OptionGroup var sysroot: SysrootOptions
+    @Flag(name: .customLong("dry-run"), help: "List what would be deleted.") var dryRun = false
+
+    func run() throws {
+        let report = try sysroot.value.cleanup(dryRun: dryRun)
+        for p in report.removedPaths { print("\(dryRun ? "Would delete" : "Deleted") \(p)") }
+        print("\(dryRun ? "Would delete" : "Deleted") \(report.prune.objectsPruned) of \(report.prune.objectsTotal) objects, \(formatBytes(report.prune.bytesFreed))")
+    }
+}
+
+struct ConfigDiffCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "config-diff", abstract: "List /etc changes of the booted (else the default) deployment against its /usr/etc.")
+    @OptionGroup var sysroot: SysrootOptions
+
+    func run() throws {
+        let (_, changes) = try sysroot.value.configDiff()
+        for p in changes.modified { print("M    /etc/\(p)") }
+        for p in changes.added { print("A    /etc/\(p)") }
+        for p in changes.removed { print("D    /etc/\(p)") }
+    }
+}
