@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # Writes a small OS tree into DIR: busybox, os-release naming VERSION,
 # default configuration in /etc, the usual usr-merged top-level links.
-# usage: make-sample-tree.sh DIR VERSION
+# With KERNEL_ROOT and KERNEL_VERSION (an unpacked Debian kernel package, see
+# fetch-kernel.sh), the tree gets /usr/lib/modules/<version>/vmlinuz and a
+# busybox initramfs.img, which deployments need.
+# usage: make-sample-tree.sh DIR VERSION [KERNEL_ROOT KERNEL_VERSION]
 set -euo pipefail
-dir=$1 version=$2
+dir=$1 version=$2 kroot=${3:-} kver=${4:-}
 busybox=$(command -v busybox || true)
 [[ -n "$busybox" && -x /bin/busybox ]] && busybox=/bin/busybox
 [[ -n "$busybox" ]] || { echo "make-sample-tree: busybox is not installed (package busybox-static)" >&2; exit 1; }
@@ -31,3 +34,8 @@ printf 'root:x:0:\n' > "$dir/etc/group"
 printf 'root:*:19000:0:99999:7:::\n' > "$dir/etc/shadow"
 chmod 0640 "$dir/etc/shadow"
 echo "Sample OS tree for the cairn demo, version $version." > "$dir/usr/share/doc/cairn-sample/README"
+if [[ -n "$kroot" ]]; then
+    mkdir -p "$dir/usr/lib/modules/$kver"
+    cp "$kroot/boot/vmlinuz-$kver" "$dir/usr/lib/modules/$kver/vmlinuz"
+    "$(dirname "$(realpath "$0")")/../initramfs/mkinitramfs.sh" "$dir/usr/lib/modules/$kver/initramfs.img"
+fi
