@@ -6,10 +6,10 @@ export PATH := /opt/swift/usr/bin:$(PATH)
 BUILD_PACKAGES := pkg-config libostree-dev libarchive-dev libssl-dev libgpgme-dev
 TEST_PACKAGES := $(BUILD_PACKAGES) ostree fsverity erofs-utils attr e2fsprogs util-linux tar gzip xz-utils zstd \
 	gnupg python3 python3-cryptography busybox-static
-DEMO_PACKAGES := $(BUILD_PACKAGES) busybox-static ostree
+DEMO_PACKAGES := $(BUILD_PACKAGES) busybox-static ostree python3
 BENCH_PACKAGES := $(TEST_PACKAGES) debootstrap time openssl
 
-.PHONY: all build release demo test bench-commit bench-composefs clean
+.PHONY: all build release demo test bench-commit bench-composefs bench-deploy clean
 
 all: build
 
@@ -41,6 +41,11 @@ bench-composefs:
 	@scripts/install-packages.sh $(BENCH_PACKAGES)
 	swift build -c release
 	scripts/bench_composefs.py .build/release/cairn
+
+bench-deploy:
+	@scripts/install-packages.sh $(BENCH_PACKAGES) busybox-static
+	swift build -c release
+	scripts/bench_deploy.py .build/release/cairn
 
 clean:
 	rm -rf .build

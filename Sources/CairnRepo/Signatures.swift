@@ -141,6 +141,22 @@ extension Repository {
         }
     }
 
+    /// Signs a few test bytes with `keyID`: fails, naming the key, when it
+    /// cannot sign, so that a commit is not written unsigned.
+    public func checkGPGSigningKey(_ keyID: String, homedir: String?) throws {
+        let probe = Array("cairn signing-key check".utf8)
+        let data = probe.withUnsafeBytes { g_bytes_new($0.baseAddress, gsize($0.count)) }
+        defer { g_bytes_unref(data) }
+        var out: OpaquePointer? = nil
+        try keyID.withCString { id in
+            var ids: [UnsafePointer<gchar>?] = [id, nil]
+            try gcall("GPG key \(keyID)\(homedir.map { " (GnuPG home \($0))" } ?? "") cannot sign") {
+                ostree_repo_gpg_sign_data(repo, data, nil, &ids, homedir, &out, nil, $0)
+            }
+        }
+        if let out { g_bytes_unref(out) }
+    }
+
     /// Checks the OpenPGP signatures of a commit with libostree. Trusted keys
     /// are the keyring files `*.gpg` in `keyringDirectory` (as `ostree show
     /// --gpg-homedir`), or the system's ostree keyrings when nil. Throws when

@@ -17,6 +17,8 @@ struct InitCommand: ParsableCommand {
     }
 
     func run() throws {
+        let parent = (repo.path as NSString).deletingLastPathComponent
+        if !parent.isEmpty { try? FileManager.default.createDirectory(atPath: parent, withIntermediateDirectories: true) }
         let r = try Repository.create(path: repo.path, mode: RepoMode(rawValue: mode)!)
         print("Initialised \(r.mode.rawValue) repository at \(r.path)")
     }
@@ -111,6 +113,7 @@ struct CommitCommand: ParsableCommand {
         let signingKeys = try loadSecretKeys(signKeys)  // a bad key fails before anything is written
         if gpgHomedir != nil && gpgSign.isEmpty { throw ValidationError("--gpg-homedir needs --gpg-sign") }
         let repository = try repo.open()
+        for id in gpgSign { try repository.checkGPGSigningKey(id, homedir: gpgHomedir) }  // before anything is written
         var options = CommitOptions(branch: branch)
         options.subject = subject
         options.body = body

@@ -1,0 +1,85 @@
+#!/usr/bin/env python3
+"""`cairn deploy` vs `ostree admin deploy` of the same OS tree into fresh
+sysroots, side by side in one run; and `cairn status` with 10 deployments.
+
+usage: bench_deploy.py CAIRN [ROUNDS]
+
+The tree is the Debian minbase root of bench_commit.py (built once into
+/var/tmp/cairn-cache) with /etc moved to /usr/etc and a Debian cloud kernel
+in /usr/lib/modules/<kver>/ (fetch-kernel.sh). Each round commits it into a
+fresh sysroot per tool (not timed) and times the deploy alone.
+"""
+import os, platform, shutil, statistics, subprocess, sys, tempfile, time
+
+HERE = os.path.dirname(os.path.realpath(__file__))
+sys.path.insert(0, HERE)
+import bench_commit  # noqa: E402
+
+
+def sh(*cmd, **kw):
+    return subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, **kw)
+
+
+def timed(*cmd):
+    t = time.perf_counter()
+    sh(*cmd)
+    return time.perf_counter() - t
+
+
+def main():
+    cairn = os.path.realpath(sys.argv[1])
+    rounds = int(sys.argv[2]) if len(sys.argv) > 2 else 5
+    bench_commit.ensure_tree()
+    kroot, kver = subprocess.run([os.path.join(HERE, "fetch-kernel.sh")], check=True, capture_output=True, text=True).stdout.split()
+    with tempfile.TemporaryDirectory(dir="/var/tmp", prefix="cairn-bench-deploy-") as work:
+        tree = os.path.join(work, "tree")
+        sh("cp", "-a", bench_commit.TREE, tree)
+        sh("mv", os.path.join(tree, "etc"), os.path.join(tree, "usr/etc"))
+        os.makedirs(os.path.join(tree, "usr/lib/modules", kver), exist_ok=True)
+        shutil.copy(os.path.join(kroot, "boot", "vmlinuz-" + kver), os.path.join(tree, "usr/lib/modules", kver, "vmlinuz"))
+        sh(os.path.join(HERE, "..", "initramfs", "mkinitramfs.sh"), os.path.join(tree, "usr/lib/modules", kver, "initramfs.img"))
+        entries = sum(len(f) + len(d) for _, d, f in os.walk(tree))
+        times = {"cairn": [], "ostree": []}
+        for i in range(rounds):
+            for tool in (["cairn", "ostree"] if i % 2 == 0 else ["ostree", "cairn"]):
+                root = os.path.join(work, tool)
+                shutil.rmtree(root, ignore_errors=True)
+                os.makedirs(root)
+                if tool == "cairn":
+                    sh(cairn, "sysroot", "init", root, "--stateroot", "os")
+                    sh(cairn, "commit", "--repo", root + "/ostree/repo", "-b", "os/x", tree)
+                    times[tool].append(timed(cairn, "deploy", "--sysroot", root, "os/x", "--karg", "root=/dev/vda"))
+                else:
+                    sh("ostree", "admin", "init-fs", root)
+                    sh("ostree", "admin", "os-init", "--sysroot=" + root, "os")
+                    sh("ostree", "commit", "--repo=" + root + "/ostree/repo", "-b", "os/x", tree)
+                    times[tool].append(timed("ostree", "admin", "deploy", "--sysroot=" + root, "--os=os", "--karg=root=/dev/vda", "os/x"))
+                shutil.rmtree(root)
+
+        # status with 10 deployments (pinned so that all are kept)
+        root = os.path.join(work, "status")
+        os.makedirs(root)
+        sh(cairn, "sysroot", "init", root, "--stateroot", "os")
+        for n in range(10):
+            with open(os.path.join(tree, "usr/share/bench-version"), "w") as f:
+                f.write(str(n))
+            sh(cairn, "commit", "--repo", root + "/ostree/repo", "-b", "os/x", tree)
+            sh(cairn, "deploy", "--sysroot", root, "os/x")
+            sh(cairn, "pin", "--sysroot", root, "0")
+        count = len(subprocess.run([cairn, "status", "--sysroot", root, "--json"], capture_output=True, text=True).stdout.split('"checksum"')) - 1
+        status = [timed(cairn, "status", "--sysroot", root) for _ in range(20)]
+        status_json = [timed(cairn, "status", "--sysroot", root, "--json") for _ in range(20)]
+
+    c, o = statistics.median(times["cairn"]), statistics.median(times["ostree"])
+    print("%s, %d cores, %s; tree %d entries + kernel %s; %d rounds\n" % (platform.node(), os.cpu_count(), time.strftime("%Y-%m-%d"), entries, kver, rounds))
+    print("| deploy into a fresh sysroot | median (s) |")
+    print("|---|---|")
+    print("| `cairn deploy` | %.3f |" % c)
+    print("| `ostree admin deploy` | %.3f |" % o)
+    print("\ncairn / ostree: **%.2f×**\n" % (c / o))
+    print("`cairn status` with %d deployments: median %.1f ms (text), %.1f ms (--json), of 20 runs" %
+          (count, statistics.median(status) * 1000, statistics.median(status_json) * 1000))
+
+
+if __name__ == "__main__":
+    main()
