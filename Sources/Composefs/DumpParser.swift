@@ -1,3 +1,9 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+
 /// Parser for the composefs dump format (spec appendix A), as read by
 /// `mkcomposefs --from-file`. Errors name the 1-based line and the field.
 public enum DumpParser {
@@ -35,6 +41,10 @@ public enum DumpParser {
     struct State {
         var tree: ComposefsTree?
         var fixups: [Fixup] = []
+        /// Xattr lists already parsed, by the hash of their raw text: most
+        /// entries repeat a few lists (selinux labels), which then share one
+        /// array instead of three allocations per entry.
+        var xattrCache: [Int: (text: [UInt8], xattrs: [ComposefsXattr])] = [:]
 
         mutating func parseLine(_ line: UnsafeBufferPointer<UInt8>, line no: Int) throws {
             func fail(_ msg: String, _ field: Int? = nil, path: [UInt8]? = nil) -> ComposefsError {
@@ -119,6 +129,20 @@ public enum DumpParser {
                 break
             }
             // Xattrs: KEY=VALUE fields separated by single spaces.
+            var cacheKey = 0
+            if p < n {
+                let tail = UnsafeBufferPointer(rebasing: line[p..<n])
+                var h = Hasher()
+                h.combine(bytes: UnsafeRawBufferPointer(tail))
+                cacheKey = h.finalize()
+                if let c = xattrCache[cacheKey], c.text.count == tail.count,
+                   c.text.withUnsafeBufferPointer({ memcmp($0.baseAddress!, tail.baseAddress!, tail.count) == 0 }) {
+                    node.xattrs = c.xattrs
+                    _ = try add(path, node, fail)
+                    return
+                }
+            }
+            let tailStart = p
             var budget = 12
             while p < n {
                 var e = p
@@ -138,6 +162,9 @@ public enum DumpParser {
                 budget += 7 + key.count + value.count
                 guard budget <= ImageWriter.maxXattrBudget else { throw fail("xattrs exceed the per-inode limit", path: path) }
                 node.setXattr(key, value)
+            }
+            if tailStart < n && xattrCache.count < 4096 {
+                xattrCache[cacheKey] = (Array(line[tailStart..<n]), node.xattrs)
             }
             _ = try add(path, node, fail)
         }

@@ -32,20 +32,27 @@ public enum ImageWriter {
 
     /// The image bytes for `tree`.
     public static func image(of tree: ComposefsTree, options: ComposefsWriteOptions = .init()) throws -> [UInt8] {
-        var w = try Builder(tree: tree, options: options)
-        return try w.build()
+        try prepare(tree, options: options).bytes()
     }
 
-    /// Writes the image to `fd` (at its current position); returns the
-    /// image's fs-verity digest.
+    /// Validates `tree` and lays out its image without producing any bytes;
+    /// every tree error is thrown here, so writing the result can only fail
+    /// with I/O errors.
+    public static func prepare(_ tree: ComposefsTree, options: ComposefsWriteOptions = .init()) throws -> PreparedImage {
+        var w = try Builder(tree: tree, options: options)
+        try w.build()
+        return PreparedImage(builder: w)
+    }
+
+    /// Writes the image to `fd` (at its current position) in pieces, without
+    /// holding the whole image in memory; returns the image's fs-verity digest.
     @discardableResult
     public static func write(_ tree: ComposefsTree, to fd: FileDescriptor,
                              options: ComposefsWriteOptions = .init()) throws -> [UInt8] {
-        let bytes = try image(of: tree, options: options)
-        do { try fd.write(bytes) } catch let e as SystemError {
+        let prepared = try prepare(tree, options: options)
+        do { return try prepared.write(to: fd, digest: true)! } catch let e as SystemError {
             throw ComposefsError(.io, e.description)
         }
-        return fsVerityDigest(bytes)
     }
 
     /// Checks what mkcomposefs rejects (spec §5.6) for one node.
@@ -73,6 +80,124 @@ public enum ImageWriter {
             budget += 7 + x.name.count + x.value.count
             guard budget <= maxXattrBudget else { throw fail("xattrs exceed the per-inode limit") }
         }
+    }
+}
+
+/// A laid-out image (see `ImageWriter.prepare`).
+public struct PreparedImage {
+    fileprivate var builder: Builder
+
+    /// Size of the image in bytes.
+    public var size: Int { builder.fileSize }
+
+    /// The whole image in memory.
+    public func bytes() -> [UInt8] {
+        var out = [UInt8](repeating: 0, count: builder.fileSize)
+        out.withUnsafeMutableBytes { buf in
+            var win = OutputWindow(memory: buf.baseAddress!, size: buf.count)
+            // In memory nothing is written to a descriptor, so nothing throws.
+            try! builder.emit(&win, data: buf.baseAddress!)
+        }
+        return out
+    }
+
+    /// Streams the image to `fd` (at its current position): the inode area
+    /// through a small window, then the data blocks. With `digest` also
+    /// returns the image's fs-verity digest.
+    public func write(to fd: FileDescriptor, digest: Bool = false) throws -> [UInt8]? {
+        let hasher = digest ? FsVerityHasher() : nil
+        let b = builder
+        var win = OutputWindow(fd: fd, hasher: hasher)
+        defer { win.release() }
+        let dataSize = b.fileSize - b.dataStart
+        let data = UnsafeMutableRawPointer.allocate(byteCount: max(dataSize, 1), alignment: 16)
+        defer { data.deallocate() }
+        data.initializeMemory(as: UInt8.self, repeating: 0, count: max(dataSize, 1))
+        try b.emit(&win, data: data - b.dataStart)
+        try win.flush(upTo: b.dataStart)
+        let d = UnsafeRawBufferPointer(start: data, count: dataSize)
+        try fd.write(d)
+        hasher?.update(d)
+        return hasher?.finalize()
+    }
+}
+
+/// The inode area of an image as it is written: byte offsets only grow, so
+/// a window that has been passed is written out and reused.
+struct OutputWindow {
+    private var buf: UnsafeMutableRawPointer
+    private var cap: Int
+    private var base = 0            // image offset of buf[0]
+    private var hi = 0              // end of the bytes touched so far
+    private let fd: FileDescriptor?
+    private let hasher: FsVerityHasher?
+    private let owned: Bool
+
+    init(memory: UnsafeMutableRawPointer, size: Int) {
+        buf = memory; cap = size; fd = nil; hasher = nil; owned = false
+    }
+
+    init(fd: FileDescriptor, hasher: FsVerityHasher?, capacity: Int = 1 << 20) {
+        self.fd = fd; self.hasher = hasher; owned = true
+        cap = capacity
+        buf = .allocate(byteCount: cap, alignment: 16)
+        buf.initializeMemory(as: UInt8.self, repeating: 0, count: cap)
+    }
+
+    mutating func release() {
+        if owned { buf.deallocate(); cap = 0 }
+    }
+
+    /// A pointer `p` such that `p + o` is writable for image offsets
+    /// `start..<end` (zeroed unless written before); `start` never decreases.
+    @inline(__always)
+    mutating func at(_ start: Int, _ end: Int) throws -> UnsafeMutableRawPointer {
+        if end > base + cap { try slide(start, end) }
+        if end > hi { hi = end }
+        return buf - base
+    }
+
+    private mutating func slide(_ start: Int, _ end: Int) throws {
+        guard let fd else { preconditionFailure("image window overflow") }
+        try flush(upTo: start)
+        if end - start > cap {
+            buf.deallocate()
+            cap = end - start
+            buf = .allocate(byteCount: cap, alignment: 16)
+            buf.initializeMemory(as: UInt8.self, repeating: 0, count: cap)
+        }
+        _ = fd
+    }
+
+    /// Writes everything before image offset `end` (zeros past what was touched).
+    mutating func flush(upTo end: Int) throws {
+        guard let fd, end > base else { return }
+        let fromBuf = min(end - base, cap)
+        let chunk = UnsafeRawBufferPointer(start: buf, count: fromBuf)
+        try fd.write(chunk)
+        hasher?.update(chunk)
+        var zeros = end - base - fromBuf
+        if zeros > 0 {
+            let z = [UInt8](repeating: 0, count: min(zeros, 1 << 16))
+            try z.withUnsafeBytes { zb in
+                while zeros > 0 {
+                    let c = UnsafeRawBufferPointer(rebasing: zb[0..<min(zeros, zb.count)])
+                    try fd.write(c)
+                    hasher?.update(c)
+                    zeros -= c.count
+                }
+            }
+        }
+        let used = max(0, min(hi - base, cap))
+        if used > fromBuf {
+            // Bytes past `end` already touched move to the front.
+            (buf).copyMemory(from: buf + fromBuf, byteCount: used - fromBuf)
+            (buf + (used - fromBuf)).initializeMemory(as: UInt8.self, repeating: 0, count: fromBuf)
+        } else {
+            buf.initializeMemory(as: UInt8.self, repeating: 0, count: used)
+        }
+        base = end
+        if hi < base { hi = base }
     }
 }
 
@@ -152,9 +277,55 @@ func direntType(_ mode: UInt32) -> UInt8 {
 
 // MARK: - builder
 
-private enum Kind: UInt8 { case other, dir, regEmpty, regInline, regObject, symlink, device }
+/// An xattr of an inode being written. The overlay xattrs of object-backed
+/// files keep their value as a reference to the node's digest or payload
+/// (`kind` 1: metacopy header + digest, 2: "/" + payload) rather than a new
+/// array per file.
+fileprivate struct WXattr: Hashable {
+    var name: [UInt8]
+    var value: [UInt8]
+    var kind: UInt8 = 0
 
-private struct WInode {
+    init(name: [UInt8], value: [UInt8], kind: UInt8 = 0) { self.name = name; self.value = value; self.kind = kind }
+    init(_ x: ComposefsXattr) { name = x.name; value = x.value }
+
+    static let metacopyHeader: [UInt8] = [0x00, 0x24, 0x00, 0x01]
+    static let redirectHeader: [UInt8] = [0x2f]
+
+    var header: [UInt8] { kind == 1 ? Self.metacopyHeader : kind == 2 ? Self.redirectHeader : [] }
+    @inline(__always) var headerCount: Int { kind == 1 ? 4 : kind == 2 ? 1 : 0 }
+    @inline(__always) var valueCount: Int { headerCount + value.count }
+    /// The value's bytes.
+    var fullValue: [UInt8] { kind == 0 ? value : header + value }
+
+    // A synthesized metacopy/redirect xattr never equals a plain one: the
+    // tree's own trusted.overlay.* names are escaped (§5.2(a)).
+    func hash(into hasher: inout Hasher) {
+        name.withUnsafeBytes { hasher.combine(bytes: $0) }
+        value.withUnsafeBytes { hasher.combine(bytes: $0) }
+        hasher.combine(name.count << 8 | Int(kind))
+    }
+
+    static func == (a: WXattr, b: WXattr) -> Bool {
+        a.kind == b.kind && a.name == b.name && a.value == b.value
+    }
+}
+
+@inline(__always)
+fileprivate func xattrEntrySize(_ x: WXattr) -> Int {
+    let (_, plen) = xattrPrefix(x.name)
+    return (4 + x.name.count - plen + x.valueCount + 3) & ~3
+}
+
+@inline(__always)
+fileprivate func setXattr(_ list: inout [WXattr], _ name: [UInt8], _ value: [UInt8], kind: UInt8 = 0) {
+    for i in list.indices where list[i].name == name { list[i].value = value; list[i].kind = kind; return }
+    list.append(WXattr(name: name, value: value, kind: kind))
+}
+
+fileprivate enum Kind: UInt8 { case other, dir, regEmpty, regInline, regObject, symlink, device }
+
+fileprivate struct WInode {
     var entry: Int32            // tree entry, or -1 - k for synthetic whiteout k
     var parentIno: Int32
     var kind: Kind
@@ -166,26 +337,29 @@ private struct WInode {
     var size: UInt64
     var mtimeSec: Int64
     var mtimeNsec: UInt32
-    var xattrs: [ComposefsXattr] = []
+    var xattrs: [WXattr] = []
     var direntStart: Int32 = 0
     var direntCount: Int32 = 0
     // placement
-    var nBlocks: Int = 0
-    var tail: Int = 0
+    var nBlocksStorage: Int32 = 0
+    var tailStorage: Int32 = 0
     var compact: Bool = true
-    var xattrSize: Int = 0
+    var xattrSizeStorage: Int32 = 0
     var nid: UInt64 = 0
-    var ipad: Int = 0
-    var firstBlock: UInt32 = 0
-    var sharedRefs: [Int32] = []   // per xattr: shared offset or -1 (inline)
+    /// Start in `Builder.sharedRefs` (one per xattr: shared offset or -1 for inline).
+    var refStart: Int32 = 0
+
+    var nBlocks: Int { get { Int(nBlocksStorage) } set { nBlocksStorage = Int32(newValue) } }
+    var tail: Int { get { Int(tailStorage) } set { tailStorage = Int32(newValue) } }
+    var xattrSize: Int { get { Int(xattrSizeStorage) } set { xattrSizeStorage = Int32(newValue) } }
 }
 
-private struct WDirent {
+fileprivate struct WDirent {
     var name: [UInt8]
     var target: Int32           // tree entry (resolved), or -1 - k synthetic
 }
 
-private struct Builder {
+fileprivate struct Builder {
     let tree: ComposefsTree
     let options: ComposefsWriteOptions
     var version: UInt32 = 0
@@ -193,6 +367,18 @@ private struct Builder {
     var dirents: [WDirent] = []
     var entryIno: [Int32]
     var synthIno = [Int32](repeating: -1, count: 256)
+    // layout results
+    var minSec: Int64 = 0
+    var minNsec: UInt32 = 0
+    var hasAcl = false
+    var shareable: [WXattr] = []
+    var sharedRefs: [Int32] = []
+    /// Tree xattr lists converted once, by the identity of their storage.
+    var xattrLists: [UnsafeRawPointer: [WXattr]] = [:]
+    var sharedSize = 0
+    var inodesEnd = 0
+    var dataStart = 0
+    var fileSize = 0
 
     init(tree: ComposefsTree, options: ComposefsWriteOptions) throws {
         self.tree = tree
@@ -207,7 +393,7 @@ private struct Builder {
         target >= 0 ? entryIno[Int(target)] : synthIno[Int(-1 - target)]
     }
 
-    mutating func build() throws -> [UInt8] {
+    mutating func build() throws {
         guard tree.nodes[0].isDirectory else { throw ComposefsError(.invalidTree, "root is not a directory", path: [0x2f]) }
         // §5.1 version
         var maxV = options.maxVersion
@@ -219,7 +405,7 @@ private struct Builder {
 
         try collectInodes()
         finishXattrs()
-        return try layoutAndEmit()
+        try layout()
     }
 
     /// BFS over the tree (§6.2), rewriting nodes on the way (§5.2, §5.5).
@@ -285,10 +471,7 @@ private struct Builder {
         var kind: Kind
         var rdev: UInt32 = 0
         // §5.2(a) escape existing overlay xattrs.
-        var xs = n.xattrs
-        for i in xs.indices where hasPrefix(xs[i].name, trustedOverlay) {
-            xs[i].name.insert(contentsOf: Array("overlay.".utf8), at: trustedOverlay.count)
-        }
+        var xs = convertedXattrs(n.xattrs)
         switch n.fileType {
         case FileMode.directory:
             kind = .dir
@@ -302,12 +485,13 @@ private struct Builder {
             } else {
                 kind = .regObject
                 // §5.2(b) object-backed file.
+                xs.reserveCapacity(xs.count + 2)
                 if let d = n.digest {
-                    setXattr(&xs, xMetacopy, [0x00, 0x24, 0x00, 0x01] + d)
+                    setXattr(&xs, xMetacopy, d, kind: 1)
                 } else {
                     setXattr(&xs, xMetacopy, [])
                 }
-                if let p = n.payload, !p.isEmpty { setXattr(&xs, xRedirect, [0x2f] + p) }
+                if let p = n.payload, !p.isEmpty { setXattr(&xs, xRedirect, p, kind: 2) }
             }
         case FileMode.symlink:
             kind = .symlink
@@ -341,6 +525,20 @@ private struct Builder {
                              xattrs: xs))
     }
 
+    /// The node's xattrs with existing overlay xattrs escaped (§5.2(a));
+    /// identical lists (shared array storage) are converted once.
+    mutating func convertedXattrs(_ list: [ComposefsXattr]) -> [WXattr] {
+        if list.isEmpty { return [] }
+        let key = list.withUnsafeBufferPointer { UnsafeRawPointer($0.baseAddress!) }
+        if let c = xattrLists[key] { return c }
+        var xs = list.map(WXattr.init)
+        for i in xs.indices where hasPrefix(xs[i].name, trustedOverlay) {
+            xs[i].name.insert(contentsOf: Array("overlay.".utf8), at: trustedOverlay.count)
+        }
+        xattrLists[key] = xs
+        return xs
+    }
+
     // §6.3 sort xattrs per inode.
     mutating func finishXattrs() {
         for i in inodes.indices where inodes[i].xattrs.count > 1 {
@@ -351,42 +549,59 @@ private struct Builder {
     /// Counts (name, value) pairs over all inodes; pairs used at least twice
     /// go to the shared table, sorted descending (§7.2). Sets each inode's
     /// `sharedRefs` (at most 128 shared references per inode, §7.3).
-    mutating func assignSharedXattrs() -> ([ComposefsXattr], Int) {
-        var counts: [ComposefsXattr: Int32] = [:]
+    mutating func assignSharedXattrs() -> ([WXattr], Int) {
+        // Count hashes first: only xattrs whose hash repeats can be shared, so
+        // the exact (larger) table holds just those, not every file's
+        // unique metacopy/redirect value.
+        var hashCounts: [Int: UInt8] = [:]
         for n in inodes where !n.xattrs.isEmpty {
-            for x in n.xattrs { counts[x, default: 0] += 1 }
+            for x in n.xattrs {
+                let h = x.hashValue
+                if let c = hashCounts[h] { if c < 2 { hashCounts[h] = 2 } } else { hashCounts[h] = 1 }
+            }
         }
+        var counts: [WXattr: Int32] = [:]
+        for n in inodes where !n.xattrs.isEmpty {
+            for x in n.xattrs where hashCounts[x.hashValue] == 2 {
+                counts[x, default: 0] += 1
+            }
+        }
+        hashCounts = [:]
         var shareable = counts.compactMap { $0.value >= 2 ? $0.key : nil }
         counts = [:]
         shareable.sort { a, b in
             if a.name != b.name { return bytesLess(b.name, a.name) }
-            if a.value.count != b.value.count { return a.value.count > b.value.count }
-            return bytesLess(b.value, a.value)
+            if a.valueCount != b.valueCount { return a.valueCount > b.valueCount }
+            return bytesLess(b.fullValue, a.fullValue)
         }
-        var sharedOffset: [ComposefsXattr: Int32] = [:]
+        var sharedOffset: [WXattr: Int32] = [:]
         var sharedSize = 0
         for x in shareable {
             sharedOffset[x] = Int32(sharedSize)
             sharedSize += xattrEntrySize(x)
         }
+        var total = 0
+        for n in inodes { total += n.xattrs.count }
+        sharedRefs = [Int32](repeating: -1, count: total)
+        var start = 0
         for i in inodes.indices where !inodes[i].xattrs.isEmpty {
-            var refs = [Int32](repeating: -1, count: inodes[i].xattrs.count)
+            inodes[i].refStart = Int32(start)
             var s = 0
             if !sharedOffset.isEmpty {
                 for (j, x) in inodes[i].xattrs.enumerated() where s < 128 {
-                    if let off = sharedOffset[x] { refs[j] = off; s += 1 }
+                    if let off = sharedOffset[x] { sharedRefs[start + j] = off; s += 1 }
                 }
             }
-            inodes[i].sharedRefs = refs
+            start += inodes[i].xattrs.count
         }
         return (shareable, sharedSize)
     }
 
-    mutating func layoutAndEmit() throws -> [UInt8] {
+    mutating func layout() throws {
         let bs = ImageWriter.blockSize
         // §6.3 min mtime, ACL flag.
-        var minSec = inodes[0].mtimeSec, minNsec = inodes[0].mtimeNsec
-        var hasAcl = false
+        minSec = inodes[0].mtimeSec; minNsec = inodes[0].mtimeNsec
+        hasAcl = false
         for n in inodes {
             if n.mtimeSec < minSec || (n.mtimeSec == minSec && n.mtimeNsec < minNsec) {
                 minSec = n.mtimeSec; minNsec = n.mtimeNsec
@@ -395,7 +610,7 @@ private struct Builder {
         }
 
         // §7 shared xattrs (the dictionaries are freed before the image is allocated).
-        let (shareable, sharedSize) = assignSharedXattrs()
+        (shareable, sharedSize) = assignSharedXattrs()
 
         // §8/§9 sizing and placement.
         var pos = 1152
@@ -404,7 +619,7 @@ private struct Builder {
             var n = inodes[i]
             var s = 0, u = 0
             for (j, x) in n.xattrs.enumerated() {
-                if n.sharedRefs[j] >= 0 { s += 1 } else { u += xattrEntrySize(x) }
+                if sharedRefs[Int(n.refStart) + j] >= 0 { s += 1 } else { u += xattrEntrySize(x) }
             }
             n.xattrSize = (s == 0 && u == 0) ? 0 : (12 + 4 * s + u + 3) & ~3
             switch n.kind {
@@ -433,7 +648,6 @@ private struct Builder {
             n.compact = n.mtimeSec == minSec && n.mtimeNsec == minNsec && n.nlink <= 0xFFFF
                 && n.uid <= 0xFFFF && n.gid <= 0xFFFF && n.size <= 0xFFFF_FFFF  // §15.6: input size of devices too
             let isz = n.compact ? 32 : 64
-            n.ipad = ((pos + 31) & ~31) - pos
             pos = (pos + 31) & ~31
             // §9.2 keep inline data within one block.
             var extra = 0
@@ -454,23 +668,26 @@ private struct Builder {
                     }
                 }
             }
-            n.ipad += extra
             pos += extra
             n.nid = UInt64(pos / 32)
             nDataBlocks += n.nBlocks
             pos += isz + n.xattrSize + n.tail
             inodes[i] = n
         }
-        let inodesEnd = (pos + 31) & ~31
-        let dataStart = (inodesEnd + sharedSize + bs - 1) & ~(bs - 1)
+        inodesEnd = (pos + 31) & ~31
+        dataStart = (inodesEnd + sharedSize + bs - 1) & ~(bs - 1)
         let (totalBytes, o1) = nDataBlocks.multipliedReportingOverflow(by: bs)
         guard !o1, totalBytes <= Int(UInt32.max) * bs - dataStart else { throw ComposefsError(.invalidTree, "image too large") }
-        let fileSize = dataStart + totalBytes
+        fileSize = dataStart + totalBytes
         guard inodes[0].nid <= 0xFFFF else { throw ComposefsError(.invalidTree, "root inode beyond nid 65535") }
+    }
 
-        var out = [UInt8](repeating: 0, count: fileSize)
-        out.withUnsafeMutableBytes { buf in
-            let p = buf.baseAddress!
+    /// Writes the laid-out image: offsets below `dataStart` through `win`
+    /// (in increasing order), data blocks at `data + offset`.
+    func emit(_ win: inout OutputWindow, data dp: UnsafeMutableRawPointer) throws {
+        let bs = ImageWriter.blockSize
+        do {
+            var p = try win.at(0, 1152)
             @inline(__always) func put16(_ o: Int, _ v: UInt16) { p.storeBytes(of: v.littleEndian, toByteOffset: o, as: UInt16.self) }
             @inline(__always) func put32(_ o: Int, _ v: UInt32) { p.storeBytes(of: v.littleEndian, toByteOffset: o, as: UInt32.self) }
             @inline(__always) func put64(_ o: Int, _ v: UInt64) { p.storeBytes(of: v.littleEndian, toByteOffset: o, as: UInt64.self) }
@@ -478,15 +695,21 @@ private struct Builder {
                 let c = count ?? (b.count - from)
                 if c > 0 { b.withUnsafeBytes { (p + o).copyMemory(from: $0.baseAddress! + from, byteCount: c) } }
             }
-            func putEntry(_ o: Int, _ x: ComposefsXattr) -> Int {
+            @inline(__always) func dataBytes(_ o: Int, _ b: [UInt8], from: Int = 0, count: Int? = nil) {
+                let c = count ?? (b.count - from)
+                if c > 0 { b.withUnsafeBytes { (dp + o).copyMemory(from: $0.baseAddress! + from, byteCount: c) } }
+            }
+            func putEntry(_ o: Int, _ x: WXattr) -> Int {
                 let (idx, plen) = xattrPrefix(x.name)
                 let sl = x.name.count - plen
+                let hl = x.headerCount
                 p.storeBytes(of: UInt8(sl), toByteOffset: o, as: UInt8.self)
                 p.storeBytes(of: idx, toByteOffset: o + 1, as: UInt8.self)
-                put16(o + 2, UInt16(x.value.count))
+                put16(o + 2, UInt16(x.valueCount))
                 putBytes(o + 4, x.name, from: plen, count: sl)
-                putBytes(o + 4 + sl, x.value)
-                return (4 + sl + x.value.count + 3) & ~3
+                if hl > 0 { putBytes(o + 4 + sl, x.header) }
+                putBytes(o + 4 + sl + hl, x.value)
+                return (4 + sl + x.valueCount + 3) & ~3
             }
 
             // §10.1 header
@@ -507,6 +730,7 @@ private struct Builder {
             let sharedBase = inodesEnd % bs
             for (ino, n) in inodes.enumerated() {
                 let o = Int(n.nid) * 32
+                p = try win.at(o, o + (n.compact ? 32 : 64) + n.xattrSize + n.tail)
                 var iu: UInt32 = 0
                 var layout: UInt16 = n.tail > 0 ? 2 : 0
                 if n.nBlocks > 0 && (n.kind == .dir || n.kind == .regInline || n.kind == .regObject || n.kind == .symlink) {
@@ -543,14 +767,15 @@ private struct Builder {
                         let h = x.name.withUnsafeBytes { xxh32(UnsafeRawBufferPointer(rebasing: $0[plen...]), seed: 0x25BB_E08F &+ UInt32(idx)) }
                         bits |= 1 << (h & 31)
                     }
-                    for r in n.sharedRefs where r >= 0 { s += 1 }
+                    let refs = sharedRefs[Int(n.refStart)..<Int(n.refStart) + n.xattrs.count]
+                    for r in refs where r >= 0 { s += 1 }
                     put32(q, ~bits)
                     p.storeBytes(of: UInt8(s), toByteOffset: q + 4, as: UInt8.self)
                     var r = q + 12
-                    for ref in n.sharedRefs where ref >= 0 {
+                    for ref in refs where ref >= 0 {
                         put32(r, UInt32((sharedBase + Int(ref)) / 4)); r += 4
                     }
-                    for (j, x) in n.xattrs.enumerated() where n.sharedRefs[j] < 0 {
+                    for (j, x) in n.xattrs.enumerated() where refs[refs.startIndex + j] < 0 {
                         r += putEntry(r, x)
                     }
                     q += n.xattrSize
@@ -570,30 +795,33 @@ private struct Builder {
                     for (gi, (a, b)) in groups.enumerated() {
                         let inline = gi == groups.count - 1 && n.tail > 0
                         let base: Int
-                        if inline { base = q } else { base = blockPos; blockPos += bs }
+                        let bp: UnsafeMutableRawPointer
+                        if inline { base = q; bp = p } else { base = blockPos; bp = dp; blockPos += bs }
                         var nameOff = 12 * (b - a)
                         for d in a..<b {
                             let de = dirents[d]
                             let t = inodes[Int(inoOf(de.target))]
                             let eo = base + 12 * (d - a)
-                            put64(eo, t.nid); put16(eo + 8, UInt16(nameOff))
-                            p.storeBytes(of: direntType(t.mode), toByteOffset: eo + 10, as: UInt8.self)
-                            putBytes(base + nameOff, de.name)
-                            nameOff += de.name.count
+                            bp.storeBytes(of: t.nid.littleEndian, toByteOffset: eo, as: UInt64.self)
+                            bp.storeBytes(of: UInt16(nameOff).littleEndian, toByteOffset: eo + 8, as: UInt16.self)
+                            bp.storeBytes(of: direntType(t.mode), toByteOffset: eo + 10, as: UInt8.self)
+                            let c = de.name.count
+                            de.name.withUnsafeBytes { (bp + base + nameOff).copyMemory(from: $0.baseAddress!, byteCount: c) }
+                            nameOff += c
                         }
                     }
                 case .regInline:
                     let c = tree.nodes[Int(n.entry)].content!
                     let inBlocks = min(c.count, n.nBlocks * bs)
-                    putBytes(blockPos, c, from: 0, count: inBlocks)
+                    dataBytes(blockPos, c, from: 0, count: inBlocks)
                     blockPos += n.nBlocks * bs
                     if n.tail > 0 { putBytes(q, c, from: inBlocks, count: c.count - inBlocks) }
                 case .symlink:
                     let t = tree.nodes[Int(n.entry)].payload ?? []
-                    if n.nBlocks > 0 { putBytes(blockPos, t); blockPos += bs } else { putBytes(q, t) }
+                    if n.nBlocks > 0 { dataBytes(blockPos, t); blockPos += bs } else { putBytes(q, t) }
                 case .regObject:
                     if n.nBlocks > 0 {
-                        (p + blockPos).initializeMemory(as: UInt8.self, repeating: 0xFF, count: bs)
+                        (dp + blockPos).initializeMemory(as: UInt8.self, repeating: 0xFF, count: bs)
                         blockPos += bs
                     } else {
                         (p + q).initializeMemory(as: UInt8.self, repeating: 0xFF, count: n.tail)
@@ -603,9 +831,11 @@ private struct Builder {
                 }
             }
             var so = inodesEnd
-            for x in shareable { so += putEntry(so, x) }
+            for x in shareable {
+                p = try win.at(so, so + xattrEntrySize(x))
+                so += putEntry(so, x)
+            }
         }
-        return out
     }
 }
 

@@ -18,17 +18,36 @@ func readInput(_ path: String) throws -> [UInt8] {
     do {
         if path == "-" { return try FileDescriptor.standardInput.readAll() }
         let fd = try FileDescriptor.open(path, O_RDONLY)
-        return try fd.closeAfter { try fd.readAll() }
+        return try fd.closeAfter { try readSized(fd) }
     } catch let e as SystemError {
         throw RepoError("reading \(path)", e.message)
     }
 }
 
+/// Reads to end of file into a buffer sized by fstat (no growth copies for
+/// regular files; anything past the stat size is still read).
+private func readSized(_ fd: FileDescriptor) throws -> [UInt8] {
+    let st = try fd.stat()
+    guard st.st_mode & S_IFMT == S_IFREG, st.st_size > 0 else { return try fd.readAll() }
+    let size = Int(st.st_size)
+    var out = try [UInt8](unsafeUninitializedCapacity: size) { buf, count in
+        count = try fd.readFully(into: UnsafeMutableRawBufferPointer(buf))
+    }
+    if out.count == size { out += try fd.readAll() }
+    return out
+}
+
 /// Writes `bytes` to `path` atomically (temporary file, fsync, rename), or
 /// to stdout for "-": a failed write never leaves a partial file behind.
 func writeOutput(_ bytes: [UInt8], to path: String, mode: mode_t = 0o644) throws {
+    try writeOutput(to: path, mode: mode) { try $0.write(bytes) }
+}
+
+/// Like `writeOutput(_:to:mode:)`, with `body` writing the bytes to the
+/// descriptor (stdout for "-", else the temporary file).
+func writeOutput(to path: String, mode: mode_t = 0o644, _ body: (FileDescriptor) throws -> Void) throws {
     if path == "-" {
-        try FileDescriptor.standardOutput.write(bytes)
+        try body(FileDescriptor.standardOutput)
         return
     }
     let dir = (path as NSString).deletingLastPathComponent
@@ -39,7 +58,7 @@ func writeOutput(_ bytes: [UInt8], to path: String, mode: mode_t = 0o644) throws
     let file = FileDescriptor(rawValue: fd)
     do {
         try file.closeAfter {
-            try file.write(bytes)
+            try body(file)
             guard fchmod(fd, mode) == 0 else { throw SystemError.current("fchmod") }
             try file.sync()
         }
@@ -128,6 +147,7 @@ struct ImageCreate: ParsableCommand {
     }
 
     func run() throws {
+        if let dump = fromDump { return try runFromDump(dump) }
         let bytes: [UInt8]
         let options = ComposefsWriteOptions.commandLine(minVersion: minVersion, maxVersion: maxVersion, useEpoch: useEpoch)
         do {
@@ -139,13 +159,6 @@ struct ImageCreate: ParsableCommand {
                     try FileSystem.makeDirectory(Array(store.utf8), mode: 0o755)
                 }
                 bytes = try ImageWriter.image(of: try DirectoryScanner.scan(dir, options: scan), options: options)
-            } else if let dump = fromDump {
-                let text = try readInput(dump)
-                do {
-                    bytes = try ImageWriter.image(of: try DumpParser.parse(text), options: options)
-                } catch let e as ComposefsError {
-                    throw RepoError("reading dump \(dump)", e.description)
-                }
             } else {
                 let r = try repo.open()
                 bytes = try r.composefsImage(commit: try r.resolve(fromCommit!))
@@ -158,6 +171,31 @@ struct ImageCreate: ParsableCommand {
         try writeOutput(bytes, to: image)
         if printDigest {
             let line = hexString(fsVerityDigest(bytes)) + "\n"
+            if image == "-" { FileHandle.standardError.write(Data(line.utf8)) } else { print(line, terminator: "") }
+        }
+    }
+}
+
+extension ImageCreate {
+    /// --from-dump: the dump text is dropped once parsed and the image is
+    /// streamed to the output instead of being built in memory.
+    func runFromDump(_ dump: String) throws {
+        let options = ComposefsWriteOptions.commandLine(minVersion: minVersion, maxVersion: maxVersion, useEpoch: useEpoch)
+        let prepared: PreparedImage
+        do {
+            let tree: ComposefsTree
+            do {
+                let text = try readInput(dump)
+                tree = try DumpParser.parse(text)
+            }
+            prepared = try ImageWriter.prepare(tree, options: options)
+        } catch let e as ComposefsError {
+            throw RepoError("reading dump \(dump)", e.description)
+        }
+        var digest: [UInt8]?
+        try writeOutput(to: image) { fd in digest = try prepared.write(to: fd, digest: printDigest) }
+        if let digest {
+            let line = hexString(digest) + "\n"
             if image == "-" { FileHandle.standardError.write(Data(line.utf8)) } else { print(line, terminator: "") }
         }
     }
