@@ -30,7 +30,9 @@ demo:
 test:
 	@scripts/install-packages.sh $(TEST_PACKAGES)
 	swift build --build-tests
-	swift test --skip-build
+	@mkdir -p .build/tmp
+	# SwiftPM leaves empty TemporaryDirectory.* folders in $$TMPDIR: keep them in the build folder.
+	TMPDIR=$(CURDIR)/.build/tmp swift test --skip-build
 
 bench-commit:
 	@scripts/install-packages.sh $(BENCH_PACKAGES)

@@ -114,8 +114,10 @@ public enum TestSupport {
         return String(cString: p)
     }
 
+    /// Removes a scratch folder, first lifting the immutable flag ostree
+    /// sets on deployment folders.
     public static func remove(_ path: String) {
-        _ = try? run("/bin/rm", ["-rf", "--one-file-system", path])
+        _ = try? run("/bin/sh", ["-c", "chattr -R -f -i \"$1\" 2>/dev/null; rm -rf --one-file-system \"$1\"", "sh", path])
     }
 }
 
