@@ -40,3 +40,54 @@ public enum KernelVerity {
         return try fd.closeAfter { try digest(of: fd) }
     }
 }
+
+/// What sealing a sysroot did.
+public struct SealReport: Sendable {
+    public var enabled = 0
+    public var alreadyEnabled = 0
+    /// The filesystem cannot do fs-verity (nothing was changed then).
+    public var unsupported = false
+    public init() {}
+}
+
+extension KernelVerity {
+    /// Enables fs-verity on every file object of the sysroot's repository
+    /// (`ostree/repo/objects/XX/*.file`) and every deployment image
+    /// (`ostree/deploy/*/deploy/*/.ostree.cfs`), as `ostree admin post-copy`
+    /// does: for a sysroot prepared where fs-verity was not available.
+    public static func sealSysroot(_ sysroot: [UInt8]) throws -> SealReport {
+        var report = SealReport()
+        let base = sysroot == [0x2f] ? [] : sysroot
+        var files: [[UInt8]] = []
+        let objects = base + Array("/ostree/repo/objects".utf8)
+        for dir in try FileSystem.directoryEntries(objects) where dir.count == 2 {
+            let d = objects + [0x2f] + dir
+            for name in (try? FileSystem.directoryEntries(d)) ?? [] where name.count > 5 && Array(name.suffix(5)) == Array(".file".utf8) {
+                files.append(d + [0x2f] + name)
+            }
+        }
+        let deploy = base + Array("/ostree/deploy".utf8)
+        for stateroot in (try? FileSystem.directoryEntries(deploy)) ?? [] {
+            let dir = deploy + [0x2f] + stateroot + Array("/deploy".utf8)
+            for name in (try? FileSystem.directoryEntries(dir)) ?? [] {
+                let image = dir + [0x2f] + name + Array("/.ostree.cfs".utf8)
+                if FileSystem.exists(image) { files.append(image) }
+            }
+        }
+        for path in files {
+            guard let st = try? FileSystem.lstat(path), (st.st_mode & S_IFMT) == S_IFREG else { continue }
+            let fd = try FileDescriptor.open(path, O_RDONLY | O_NOFOLLOW)
+            defer { fd.close() }
+            if measure(fd) != nil {
+                report.alreadyEnabled += 1
+                continue
+            }
+            guard try enable(fd, path: path) else {
+                report.unsupported = true
+                return report
+            }
+            report.enabled += 1
+        }
+        return report
+    }
+}

@@ -17,7 +17,7 @@ struct Cairn: ParsableCommand {
             KeygenCommand.self, SignCommand.self, VerifyCommand.self,
             SysrootCommand.self, DeployCommand.self, StatusCommand.self, RollbackCommand.self,
             SetDefaultCommand.self, UndeployCommand.self, PinCommand.self, KargsCommand.self,
-            CleanupCommand.self, ConfigDiffCommand.self,
+            CleanupCommand.self, ConfigDiffCommand.self, PostCopyCommand.self,
         ]
     )
 

@@ -2,6 +2,7 @@ import ArgumentParser
 import CairnDeploy
 import CairnRepo
 import CairnSystem
+import Composefs
 import Foundation
 import Trust
 
@@ -291,5 +292,29 @@ struct ConfigDiffCommand: ParsableCommand {
         for p in changes.modified { print("M    /etc/\(p)") }
         for p in changes.added { print("A    /etc/\(p)") }
         for p in changes.removed { print("D    /etc/\(p)") }
+    }
+}
+
+struct PostCopyCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "post-copy",
+        abstract: "Enable fs-verity on every repository object and deployment image of a sysroot.",
+        discussion: "For a sysroot prepared where fs-verity was not available (ostree calls this 'ostree admin post-copy'). Files that already have fs-verity are left as they are; on a filesystem without fs-verity support nothing changes and the command fails."
+    )
+    @OptionGroup var sysroot: SysrootOptions
+
+    func run() throws {
+        let s = sysroot.value
+        _ = try s.repository()  // an initialised sysroot
+        let report: SealReport
+        do {
+            report = try KernelVerity.sealSysroot(Array(s.path.utf8))
+        } catch let e as SystemError {
+            throw DeployError("enabling fs-verity in \(s.path)", e.description)
+        }
+        if report.unsupported {
+            throw DeployError("enabling fs-verity in \(s.path)", "the filesystem does not support fs-verity (ext4 needs the verity feature: tune2fs -O verity)")
+        }
+        print("fs-verity enabled on \(report.enabled) file(s); \(report.alreadyEnabled) already had it")
     }
 }
