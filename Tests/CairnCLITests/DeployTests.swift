@@ -367,3 +367,37 @@ final class DeployTests: CairnTestCase {
         XCTAssertEqual(try status().count, 2)
     }
 }
+
+extension DeployTests {
+    /// post-copy seals a sysroot where the kernel and filesystem can; this
+    /// host's kernel has no fs-verity, so here it must refuse cleanly (the
+    /// sealing itself runs in the VM boot test).
+    func testPostCopy() throws {
+        try cairn(["sysroot", "init", sys, "--stateroot", "os"])
+        try commit("1.0")
+        try cairn(["deploy", "--sysroot", sys, "os/x"])
+        let image = deploymentPath(try status()[0]) + "/.ostree.cfs"
+        let before = try cairn(["image", "digest", image]).lastLine
+        if FileManager.default.fileExists(atPath: "/sys/fs/ext4/features/verity") {
+            try TestSupport.requireRoot()
+            let r = try TestSupport.run("unshare", ["-m", "/bin/sh", "-c", """
+                set -e
+                truncate -s 64M '\(dir)/verity.img'
+                mkfs.ext4 -q -b 4096 -O verity '\(dir)/verity.img'
+                mkdir -p '\(dir)/mnt'
+                mount -o loop '\(dir)/verity.img' '\(dir)/mnt'
+                cp -a '\(sys)' '\(dir)/mnt/sysroot'
+                '\(cairnPath)' post-copy --sysroot '\(dir)/mnt/sysroot'
+                fsverity measure '\(dir)/mnt/sysroot/ostree/deploy/os/deploy/'*/.ostree.cfs
+                umount '\(dir)/mnt'
+                """])
+            XCTAssertEqual(r.status, 0, r.stdout + r.stderr)
+            XCTAssertTrue(r.stdout.contains("sha256:\(before)"), r.stdout)
+        } else {
+            let r = try cairn(["post-copy", "--sysroot", sys], expect: 1)
+            XCTAssertTrue(r.stderr.contains("does not support fs-verity"), r.stderr)
+            XCTAssertEqual(try cairn(["image", "digest", image]).lastLine, before)
+        }
+        try cairn(["post-copy", "--sysroot", dir + "/nothing"], expect: 1)
+    }
+}
