@@ -10,6 +10,7 @@ let package = Package(
     platforms: [.macOS(.v13)],
     products: [
         .executable(name: "cairn", targets: ["cairn"]),
+        .executable(name: "cairn-prepare-root", targets: ["cairn-prepare-root"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -31,9 +32,14 @@ let package = Package(
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
 
+        // The initramfs program: no Foundation, no GLib (built static).
+        .target(name: "PrepareRoot", dependencies: ["Composefs", "Trust", "CairnSystem", "CCairnShim", "CCrypto"]),
+        .executableTarget(name: "cairn-prepare-root", dependencies: ["PrepareRoot"]),
+
         .testTarget(name: "ComposefsTests", dependencies: ["Composefs"], exclude: ["Regressions"]),
         .testTarget(name: "TrustTests", dependencies: ["Trust"], exclude: ["Regressions"]),
         .target(name: "CairnTestSupport", path: "Tests/CairnTestSupport"),
         .testTarget(name: "CairnCLITests", dependencies: ["CairnTestSupport"]),
+        .testTarget(name: "PrepareRootTests", dependencies: ["PrepareRoot", "CairnTestSupport"], exclude: ["Regressions"]),
     ]
 )
