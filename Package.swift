@@ -37,7 +37,7 @@ let package = Package(
         .executableTarget(name: "cairn-prepare-root", dependencies: ["PrepareRoot"]),
 
         .testTarget(name: "ComposefsTests", dependencies: ["Composefs"], exclude: ["Regressions"]),
-        .testTarget(name: "TrustTests", dependencies: ["Trust"], exclude: ["Regressions"]),
+        .testTarget(name: "TrustTests", dependencies: ["Trust", "CairnTestSupport"], exclude: ["Regressions"]),
         .target(name: "CairnTestSupport", path: "Tests/CairnTestSupport"),
         .testTarget(name: "CairnCLITests", dependencies: ["CairnTestSupport"]),
         .testTarget(name: "PrepareRootTests", dependencies: ["PrepareRoot", "CairnTestSupport"], exclude: ["Regressions"]),

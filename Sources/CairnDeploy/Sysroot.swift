@@ -5,16 +5,9 @@ import CCairnShim
 import Glibc
 #endif
 
-/// An error of the deployment layer: what was being done and why.
-public struct DeployError: Error, CustomStringConvertible {
-    public var context: String
-    public var reason: String
-    public init(_ context: String, _ reason: String) {
-        self.context = context
-        self.reason = reason
-    }
-    public var description: String { reason.isEmpty ? context : "\(context): \(reason)" }
-}
+/// Errors of the deployment layer are the repository layer's: what was
+/// being done (naming the path, deployment or index) and why.
+public typealias DeployError = RepoError
 
 /// One deployment: a commit of a stateroot, its serial, and where its boot
 /// entry points.

@@ -1,39 +1,13 @@
 import Foundation
 import XCTest
+import CairnTestSupport
 @testable import Trust
 
-/// Runs a program, returning its exit status and standard output.
+/// Runs a program found on PATH, returning its exit status and output.
 @discardableResult
 func runTool(_ args: [String], input: Data? = nil, cwd: String? = nil) throws -> (status: Int32, out: String, err: String) {
-    let p = Process()
-    p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-    p.arguments = args
-    if let cwd { p.currentDirectoryURL = URL(fileURLWithPath: cwd) }
-    let out = Pipe(), err = Pipe()
-    p.standardOutput = out
-    p.standardError = err
-    let inPipe = Pipe()
-    if input != nil { p.standardInput = inPipe }
-    try p.run()
-    if let input {
-        inPipe.fileHandleForWriting.write(input)
-        try inPipe.fileHandleForWriting.close()
-    }
-    // Read both pipes concurrently to avoid a full-pipe deadlock.
-    final class Box: @unchecked Sendable { var data = Data() }
-    let errBox = Box()
-    let group = DispatchGroup()
-    group.enter()
-    let errHandle = err.fileHandleForReading
-    DispatchQueue.global().async {
-        errBox.data = errHandle.readDataToEndOfFile()
-        group.leave()
-    }
-    let outData = out.fileHandleForReading.readDataToEndOfFile()
-    group.wait()
-    let errData = errBox.data
-    p.waitUntilExit()
-    return (p.terminationStatus, String(decoding: outData, as: UTF8.self), String(decoding: errData, as: UTF8.self))
+    let r = try TestSupport.run("/usr/bin/env", args, stdin: input, cwd: cwd)
+    return (r.status, r.stdout, r.stderr)
 }
 
 /// Whether `tool` is on PATH.
@@ -42,7 +16,7 @@ func haveTool(_ tool: String) -> Bool {
 }
 
 func requireTool(_ tool: String) throws {
-    if !haveTool(tool) { throw XCTSkip("\(tool) is not installed") }
+    try TestSupport.require(tool: tool)
 }
 
 func makeTempDir() throws -> String {
