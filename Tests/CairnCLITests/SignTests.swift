@@ -119,8 +119,7 @@ final class SignTests: XCTestCase {
 
         // Debian's ostree (no ed25519 support) reads the .commitmeta cairn wrote.
         let printed = try ostree(["show", "--repo=\(repo)", c, "--print-detached-metadata-key=ostree.sign.ed25519"])
-        let hex = printed.components(separatedBy: "0x").dropFirst().map { String($0.prefix(2)) }.joined()
-        XCTAssertEqual(hex, sigs.joined(), printed)
+        XCTAssertEqual(glibPrintedByteArrays(printed).map { $0.map { String(format: "%02x", $0) }.joined() }, sigs, printed)
     }
 
     func testPythonSignatureVerifiesWithCairn() throws {
@@ -351,5 +350,56 @@ private extension Data {
             bytes.append(v)
         }
         self.init(bytes)
+    }
+}
+
+/// The elements of an `aay` as g_variant_print shows them: `[byte 0x12, ...]`,
+/// or for an element ending in a NUL the bytestring form `b'...'` (octal and
+/// C escapes; the final NUL implied).
+func glibPrintedByteArrays(_ text: String) -> [[UInt8]] {
+    let c = Array(text.utf8)
+    var result: [[UInt8]] = []
+    var i = 0
+    func at(_ k: Int) -> UInt8 { k < c.count ? c[k] : 0 }
+    while i < c.count {
+        if c[i] == UInt8(ascii: "b") && (at(i + 1) == UInt8(ascii: "'") || at(i + 1) == UInt8(ascii: "\"")) {
+            let quote = c[i + 1]
+            var bytes: [UInt8] = []
+            i += 2
+            while i < c.count && c[i] != quote {
+                guard c[i] == UInt8(ascii: "\\") else { bytes.append(c[i]); i += 1; continue }
+                var v = 0, k = 1
+                while k <= 3, (UInt8(ascii: "0")...UInt8(ascii: "7")).contains(at(i + k)) { v = v * 8 + Int(at(i + k) - 48); k += 1 }
+                if k > 1 { bytes.append(UInt8(v)); i += k; continue }
+                let escapes: [UInt8: UInt8] = [110: 10, 116: 9, 114: 13, 97: 7, 98: 8, 102: 12, 118: 11]
+                bytes.append(escapes[at(i + 1)] ?? at(i + 1))
+                i += 2
+            }
+            result.append(bytes + [0])
+            i += 1
+        } else if c[i] == UInt8(ascii: "[") && at(i + 1) != UInt8(ascii: "b") || (c[i] == UInt8(ascii: "[") && Array(c[(i + 1)..<Swift.min(i + 6, c.count)]) == Array("byte ".utf8)) {
+            var bytes: [UInt8] = []
+            i += 1
+            while i < c.count && c[i] != UInt8(ascii: "]") && c[i] != UInt8(ascii: "[") {
+                if c[i] == UInt8(ascii: "0") && at(i + 1) == UInt8(ascii: "x"), let v = UInt8(String(decoding: c[(i + 2)..<Swift.min(i + 4, c.count)], as: UTF8.self), radix: 16) {
+                    bytes.append(v)
+                    i += 4
+                } else {
+                    i += 1
+                }
+            }
+            if !bytes.isEmpty { result.append(bytes) }
+        } else {
+            i += 1
+        }
+    }
+    return result
+}
+
+final class GLibPrintedByteArraysTests: XCTestCase {
+    func testBothForms() {
+        XCTAssertEqual(glibPrintedByteArrays("[[byte 0x01, 0xff, 0x10], b'A\\001\\\\\\n']"), [[0x01, 0xff, 0x10], [0x41, 0x01, 0x5c, 0x0a, 0x00]])
+        XCTAssertEqual(glibPrintedByteArrays("[b'\\332F/u']\n"), [[0o332, 0x46, 0x2f, 0x75, 0x00]])
+        XCTAssertEqual(glibPrintedByteArrays("[[byte 0xde, 0xad]]"), [[0xde, 0xad]])
     }
 }
