@@ -7,9 +7,10 @@ BUILD_PACKAGES := pkg-config libostree-dev libarchive-dev libssl-dev libgpgme-de
 TEST_PACKAGES := $(BUILD_PACKAGES) ostree fsverity erofs-utils attr e2fsprogs util-linux tar gzip xz-utils zstd \
 	gnupg python3 python3-cryptography busybox-static
 DEMO_PACKAGES := $(BUILD_PACKAGES) busybox-static ostree python3
+VM_PACKAGES := $(BUILD_PACKAGES) qemu-system-x86 e2fsprogs xz-utils busybox-static gzip
 BENCH_PACKAGES := $(TEST_PACKAGES) debootstrap time openssl
 
-.PHONY: all build release demo test bench-commit bench-composefs bench-deploy clean
+.PHONY: all build release demo demo-boot test test-vm prepare-root bench-commit bench-composefs bench-deploy clean
 
 all: build
 
@@ -26,13 +27,32 @@ demo:
 	swift build
 	scripts/demo.sh .build/debug/cairn
 
-# Every test: unit tests, CLI tests against real libostree and Debian's ostree.
+# Every test: unit tests, CLI tests against real libostree and Debian's
+# ostree, host tests of cairn-prepare-root with real mounts, then the VM boot test.
 test:
-	@scripts/install-packages.sh $(TEST_PACKAGES)
+	@scripts/install-packages.sh $(TEST_PACKAGES) $(VM_PACKAGES)
 	swift build --build-tests
 	@mkdir -p .build/tmp
 	# SwiftPM leaves empty TemporaryDirectory.* folders in $$TMPDIR: keep them in the build folder.
 	TMPDIR=$(CURDIR)/.build/tmp swift test --skip-build
+	$(MAKE) --no-print-directory test-vm
+
+# cairn-prepare-root as the initramfs needs it: one static, stripped binary.
+prepare-root:
+	@scripts/install-packages.sh $(BUILD_PACKAGES)
+	scripts/build-prepare-root.sh .build/initramfs/cairn-prepare-root
+
+# The VM boot test alone (QEMU, a 6.12 kernel, fs-verity enforced).
+test-vm: prepare-root
+	@scripts/install-packages.sh $(VM_PACKAGES)
+	swift build --product cairn
+	Tests/VM/boot-test.sh .build/debug/cairn .build/initramfs/cairn-prepare-root
+
+# The same flow for a person to watch: every boot's console is printed.
+demo-boot: prepare-root
+	@scripts/install-packages.sh $(VM_PACKAGES)
+	swift build --product cairn
+	Tests/VM/boot-test.sh .build/debug/cairn .build/initramfs/cairn-prepare-root --watch
 
 bench-commit:
 	@scripts/install-packages.sh $(BENCH_PACKAGES)

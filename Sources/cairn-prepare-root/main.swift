@@ -6,4 +6,8 @@ import Musl
 import PrepareRoot
 
 // The initramfs program: everything is in the PrepareRoot library.
-exit(PrepareRoot.main(arguments: Array(CommandLine.arguments.dropFirst())))
+let arguments = Array(CommandLine.arguments.dropFirst())
+if arguments.first == "seal" {
+    exit(PrepareRoot.seal(arguments: Array(arguments.dropFirst())))
+}
+exit(PrepareRoot.main(arguments: arguments))

@@ -1,0 +1,29 @@
+#!/bin/sh
+# /init of the VM test's initramfs: load the modules, mount the sysroot disk
+# at /sysroot, then either seal it (first boot: cairn.seal on the command
+# line) or hand it to cairn-prepare-root and switch into the deployment.
+export PATH=/bin:/sbin:/usr/bin:/usr/sbin
+mount -t proc proc /proc
+mount -t sysfs sys /sys
+mount -t devtmpfs dev /dev
+mkdir -p /run && mount -t tmpfs -o mode=0755 run /run
+for m in /lib/modules/*.ko; do insmod "$m" || echo "CAIRN-INITRAMFS: insmod $m failed"; done
+i=0
+while [ ! -b /dev/vda ] && [ $i -lt 50 ]; do sleep 0.1; i=$((i + 1)); done
+if ! mount -t ext4 /dev/vda /sysroot; then
+    echo "CAIRN-INITRAMFS: cannot mount /dev/vda"
+    poweroff -f
+fi
+if grep -q 'cairn.seal' /proc/cmdline; then
+    if /usr/lib/cairn/cairn-prepare-root seal /sysroot; then echo "CAIRN-SEALED"; else echo "CAIRN-SEAL-FAILED"; fi
+    umount /sysroot
+    sync
+    poweroff -f
+fi
+if /usr/lib/cairn/cairn-prepare-root /sysroot; then
+    exec switch_root /sysroot /usr/sbin/init
+fi
+echo "CAIRN-REFUSED overlay-mounts=$(grep -c ' overlay ' /proc/mounts) erofs-mounts=$(grep -c ' erofs ' /proc/mounts)"
+umount /sysroot
+sync
+poweroff -f
