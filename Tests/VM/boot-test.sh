@@ -87,22 +87,25 @@ boot() {
             -kernel "$kernel" -initrd "$initramfs" -append "$1" \
             -drive file="$work/disk.img",format=raw,if=virtio 2>&1 | tr -d '\r'
     }
-    # TCG now and then crashes a guest while it boots: such a boot (no line of
-    # ours on the console) is tried once more.
+    # TCG now and then crashes a guest while it boots. A boot that never got
+    # as far as our programs (no line of theirs on the console) is tried once
+    # more; every real outcome, success or refusal, prints such a line.
     boot_once() {
-        local out=$1 append=$2
+        local out=$1 append=$2 expect=$3
         qemu "$append" > "$out"
-        if ! grep -q 'CAIRN' "$out" && grep -q 'Kernel panic' "$out"; then
-            echo "(the guest kernel crashed before our init ran; booting again)" >&2
+        if ! grep -Eq "$expect" "$out"; then
+            echo "(the guest did not reach $expect; booting again. Its console ended with:)" >&2
+            tail -n 5 "$out" | sed 's/^/  | /' >&2
             qemu "$append" > "$out"
         fi
     }
-    boot_once "$work/seal-console" "$options cairn.seal"
+    boot_once "$work/seal-console" "$options cairn.seal" '^CAIRN-SEAL'
+
     if ! grep -q '^CAIRN-SEALED' "$work/seal-console"; then
         echo "sealing boot failed:"; tail -n 30 "$work/seal-console"; return 1
     fi
     start=$(date +%s.%N)
-    boot_once "$work/console" "$options $extra"
+    boot_once "$work/console" "$options $extra" 'cairn-prepare-root: '
     cp "$work/console" "$work/console.$(( ++boots ))"
     boot_seconds=$(awk -v a="$start" -v b="$(date +%s.%N)" 'BEGIN { print b - a }')
     [[ -n "$watch" ]] && { echo "----- console -----"; cat "$work/console"; echo "-------------------"; }
