@@ -10,7 +10,9 @@ DEMO_PACKAGES := $(BUILD_PACKAGES) busybox-static ostree python3
 VM_PACKAGES := $(BUILD_PACKAGES) qemu-system-x86 e2fsprogs xz-utils busybox-static gzip
 BENCH_PACKAGES := $(TEST_PACKAGES) debootstrap time openssl
 
-.PHONY: all build release demo demo-boot test test-vm prepare-root bench-commit bench-composefs bench-deploy clean
+.PHONY: all build release install demo demo-boot test test-vm prepare-root bench-commit bench-composefs bench-deploy clean
+
+PREFIX ?= /usr/local
 
 all: build
 
@@ -21,6 +23,18 @@ build:
 release:
 	@scripts/install-packages.sh $(BUILD_PACKAGES)
 	swift build -c release
+
+# cairn (Swift runtime linked in), the static cairn-prepare-root, its default
+# configuration, and the dracut and initramfs-tools integrations.
+install: prepare-root
+	swift build -c release --static-swift-stdlib --product cairn
+	install -D -m 0755 .build/release/cairn $(DESTDIR)$(PREFIX)/bin/cairn
+	install -D -m 0755 .build/initramfs/cairn-prepare-root $(DESTDIR)/usr/lib/cairn/cairn-prepare-root
+	install -D -m 0644 Config/prepare-root.conf $(DESTDIR)/usr/share/cairn/prepare-root.conf
+	install -D -m 0755 initramfs/dracut/50cairn/module-setup.sh $(DESTDIR)/usr/lib/dracut/modules.d/50cairn/module-setup.sh
+	install -D -m 0644 initramfs/dracut/50cairn/cairn-prepare-root.service $(DESTDIR)/usr/lib/dracut/modules.d/50cairn/cairn-prepare-root.service
+	install -D -m 0755 initramfs/initramfs-tools/hooks/cairn $(DESTDIR)/usr/share/initramfs-tools/hooks/cairn
+	install -D -m 0755 initramfs/initramfs-tools/scripts/local-bottom/cairn $(DESTDIR)/usr/share/initramfs-tools/scripts/local-bottom/cairn
 
 demo:
 	@scripts/install-packages.sh $(DEMO_PACKAGES)
