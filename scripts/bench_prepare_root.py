@@ -13,7 +13,7 @@ signed into a fresh sysroot and deployed (not timed). Each run is a fresh
 `unshare -m --propagation private` namespace; the time is taken inside it
 around the program alone (page cache warm), median of RUNS. COPIES > 0 adds
 that many hard-linked copies of /usr/lib and /usr/share under
-/usr/share/bench-copy-N, for a bigger image (6 gives about 10 MB).
+/usr/share/bench-copy-N, for a bigger image (18 gives about 10 MB).
 """
 import os, platform, shutil, statistics, subprocess, sys, tempfile, time
 
