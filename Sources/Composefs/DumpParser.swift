@@ -3,6 +3,7 @@ import Glibc
 #elseif canImport(Musl)
 import Musl
 #endif
+import CairnSystem
 
 /// Parser for the composefs dump format (spec appendix A), as read by
 /// `mkcomposefs --from-file`. Errors name the 1-based line and the field.

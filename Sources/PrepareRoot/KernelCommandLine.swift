@@ -1,3 +1,8 @@
+// The fuzz harness compiles this file with CairnSystem's Hex.swift in one module.
+#if canImport(CairnSystem)
+import CairnSystem
+#endif
+
 /// Parsing of the kernel command line and of the arguments the boot program
 /// reads from it. Pure Swift on byte arrays, no system calls: fuzzed by
 /// Tests/Fuzz/prepare-root.
@@ -131,13 +136,13 @@ public struct BootArguments: Equatable, Sendable {
         var digest: [UInt8]? = nil
         if let m = modern {
             let prefix = Array("v1-sha256-12:".utf8)
-            guard m.starts(with: prefix), let d = decodeHex(m[prefix.count...]), d.count == 32 else {
+            guard m.starts(with: prefix), let d = hexDecode(m[prefix.count...]), d.count == 32 else {
                 throw CommandLineError("composefs.digest=\(printable(m)) is not v1-sha256-12:<64 hex digits>")
             }
             digest = d
         }
         if let l = legacy {
-            guard let d = decodeHex(l[...]), d.count == 32 else {
+            guard let d = hexDecode(l[...]), d.count == 32 else {
                 throw CommandLineError("composefs=\(printable(l)) is not 64 hex digits")
             }
             if let digest, digest != d { throw CommandLineError("composefs= and composefs.digest= name different digests") }
@@ -165,27 +170,6 @@ public enum ComposefsMode: String, Equatable, Sendable, CaseIterable {
 }
 
 @inline(__always) func asciiLower(_ b: UInt8) -> UInt8 { b >= 0x41 && b <= 0x5a ? b + 32 : b }
-
-func decodeHex(_ text: ArraySlice<UInt8>) -> [UInt8]? {
-    guard text.count % 2 == 0 else { return nil }
-    func nibble(_ c: UInt8) -> UInt8? {
-        switch c {
-        case 0x30...0x39: return c - 0x30
-        case 0x61...0x66: return c - 0x61 + 10
-        case 0x41...0x46: return c - 0x41 + 10
-        default: return nil
-        }
-    }
-    var out: [UInt8] = []
-    out.reserveCapacity(text.count / 2)
-    var i = text.startIndex
-    while i < text.endIndex {
-        guard let h = nibble(text[i]), let l = nibble(text[i + 1]) else { return nil }
-        out.append(h << 4 | l)
-        i += 2
-    }
-    return out
-}
 
 func hex2(_ b: UInt8) -> String {
     let d = Array("0123456789abcdef".utf8)

@@ -126,7 +126,7 @@ public struct Deployment {
         }
         let name = c[4]
         guard let dot = name.firstIndex(of: 0x2e), dot == 64,
-              decodeHex(name[..<dot]) != nil,
+              hexDecode(name[..<dot]) != nil,
               name.count > 65, name[(dot + 1)...].allSatisfy({ $0 >= 0x30 && $0 <= 0x39 }) else {
             throw PrepareRootError("ostree=\(displayPath(argument)) resolves to /\(displayPath(Array(rel))), whose name is not <checksum>.<serial>")
         }

@@ -13,6 +13,7 @@ build=${FUZZ_BUILD:-$root/.build-fuzz-prepare-root}
 mkdir -p "$build" "$here/crashes" "$build/corpus"
 swiftc -O -sanitize=fuzzer,address -parse-as-library -module-name PrepareRootFuzz \
     "$root/Sources/PrepareRoot/KernelCommandLine.swift" "$root/Sources/PrepareRoot/Config.swift" \
+    "$root/Sources/CairnSystem/Hex.swift" \
     "$here/FuzzPrepareRoot.swift" -o "$build/fuzz-prepare-root"
 cp "$here"/corpus/* "$build/corpus/" 2>/dev/null || true
 cd "$build"
