@@ -36,6 +36,7 @@ public struct PrepareRootOptions: Sendable {
 
     public static let usage = """
         usage: cairn-prepare-root [--cmdline TEXT] [--config FILE] [--run-dir DIR] [--kmsg PATH|none] [SYSROOT]
+               cairn-prepare-root seal SYSROOT
 
         Finds the deployment named by ostree= on the kernel command line under
         SYSROOT (default /sysroot), verifies it as prepare-root.conf says
@@ -49,6 +50,9 @@ public struct PrepareRootOptions: Sendable {
                            else /usr/lib/ostree/prepare-root.conf
           --run-dir DIR    instead of /run (ostree-booted, transient layers)
           --kmsg PATH      console log instead of /dev/kmsg; none: no console log
+
+        seal SYSROOT enables fs-verity on every repository object and deployment
+        image (what `cairn post-copy` does), for a first boot on the target.
 
         Test-only: CAIRN_PREPARE_ROOT_NO_VERITY_REQUIRE=1 in the environment
         drops verity=require from the overlay options (for kernels without
