@@ -23,13 +23,8 @@ extension Repository {
         func add(_ treeChecksum: String, under parent: Int) throws {
             let dir = try dirTree(treeChecksum)
             for f in dir.files {
-                let object: FileObject
-                if let cached = files[f.checksum] {
-                    object = cached
-                } else {
-                    object = try file(f.checksum)
-                    files[f.checksum] = object
-                }
+                let object = try files[f.checksum] ?? file(f.checksum)
+                files[f.checksum] = object
                 var node = ComposefsNode(mode: object.mode, uid: object.uid, gid: object.gid, size: object.isSymlink ? 0 : object.size,
                                          xattrs: object.xattrs.map { ComposefsXattr(name: $0.name, value: $0.value) })
                 if let target = object.symlinkTarget {
@@ -42,13 +37,8 @@ extension Repository {
                 if node.payload != nil && !object.isSymlink { backed[f.checksum, default: []].append(index) }
             }
             for d in dir.directories {
-                let meta: DirMeta
-                if let cached = metas[d.metaChecksum] {
-                    meta = cached
-                } else {
-                    meta = try dirMeta(d.metaChecksum)
-                    metas[d.metaChecksum] = meta
-                }
+                let meta = try metas[d.metaChecksum] ?? dirMeta(d.metaChecksum)
+                metas[d.metaChecksum] = meta
                 let index = try tree.addChild(parent, name: d.name, node: ComposefsNode(
                     mode: meta.mode, uid: meta.uid, gid: meta.gid,
                     xattrs: meta.xattrs.map { ComposefsXattr(name: $0.name, value: $0.value) }))

@@ -255,19 +255,12 @@ struct VerifyCommand: ParsableCommand {
         }
         let repository = try repo.open()
         let checksum = try repository.resolve(rev)
+        var checks: [() throws -> Result<String, Refusal>] = []
+        if let policy { checks.append { Self.verifyEd25519(repository, checksum, policy) } }
+        if let dir = gpgHomedir { checks.append { try verifyGPG(repository, checksum, dir) } }
         var reasons: [String] = []
-        if let policy {
-            switch Self.verifyEd25519(repository, checksum, policy) {
-            case .success(let line):
-                print(line)
-                print("Commit \(checksum) verified")
-                return
-            case .failure(let reason):
-                reasons.append(reason.message)
-            }
-        }
-        if let dir = gpgHomedir {
-            switch try verifyGPG(repository, checksum, dir) {
+        for check in checks {
+            switch try check() {
             case .success(let line):
                 print(line)
                 print("Commit \(checksum) verified")
