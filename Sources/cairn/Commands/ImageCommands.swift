@@ -54,7 +54,7 @@ func writeOutput(to path: String, mode: mode_t = 0o644, _ body: (FileDescriptor)
     var template = Array(((dir.isEmpty ? "." : dir) + "/.cairn-tmp-XXXXXX").utf8CString)
     let fd = mkstemp(&template)
     guard fd >= 0 else { throw RepoError("writing \(path)", SystemError.current("mkstemp").message) }
-    let tmp = String(cString: template)
+    let tmp = String(decoding: template.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
     let file = FileDescriptor(rawValue: fd)
     do {
         try file.closeAfter {
