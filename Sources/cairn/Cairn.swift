@@ -116,3 +116,11 @@ enum Terminal {
         FileHandle.standardOutput.write(Data("\n".utf8))
     }
 }
+
+/// The folder part of a path ("" for a bare name), without Foundation's
+/// NSString path methods, which trap on some short relative paths.
+func parentDirectory(of path: String) -> String {
+    guard let slash = path.lastIndex(of: "/") else { return "" }
+    let parent = String(path[..<slash])
+    return parent.isEmpty ? "/" : parent
+}

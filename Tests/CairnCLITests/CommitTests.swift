@@ -329,3 +329,19 @@ extension ProcessResult {
         return copy
     }
 }
+
+extension CommitTests {
+    /// One-letter relative paths once trapped in Foundation's path methods.
+    func testShortRelativePaths() throws {
+        for args in [["init", "--repo", "r"], ["keygen", "--output", "k"]] {
+            let r = try TestSupport.run(cairnPath, args, cwd: dir)
+            XCTAssertEqual(r.status, 0, "cairn \(args.joined(separator: " ")): \(r.stderr)")
+        }
+        try TestSupport.sh("mkdir -p '\(dir)/t' && echo x > '\(dir)/t/x'")
+        let c = try TestSupport.run(cairnPath, ["commit", "--repo", "r", "-b", "b", "t"], cwd: dir)
+        XCTAssertEqual(c.status, 0, c.stderr)
+        let i = try TestSupport.run(cairnPath, ["image", "create", "--repo", "r", "--from-commit", "b", "i"], cwd: dir)
+        XCTAssertEqual(i.status, 0, i.stderr)
+        XCTAssertTrue(FileManager.default.fileExists(atPath: dir + "/k.secret") && FileManager.default.fileExists(atPath: dir + "/i"))
+    }
+}

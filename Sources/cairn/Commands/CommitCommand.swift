@@ -17,7 +17,7 @@ struct InitCommand: ParsableCommand {
     }
 
     func run() throws {
-        let parent = (repo.path as NSString).deletingLastPathComponent
+        let parent = parentDirectory(of: repo.path)
         if !parent.isEmpty { try? FileManager.default.createDirectory(atPath: parent, withIntermediateDirectories: true) }
         let r = try Repository.create(path: repo.path, mode: RepoMode(rawValue: mode)!)
         print("Initialised \(r.mode.rawValue) repository at \(r.path)")

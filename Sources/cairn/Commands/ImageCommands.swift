@@ -50,7 +50,7 @@ func writeOutput(to path: String, mode: mode_t = 0o644, _ body: (FileDescriptor)
         try body(FileDescriptor.standardOutput)
         return
     }
-    let dir = (path as NSString).deletingLastPathComponent
+    let dir = parentDirectory(of: path)
     var template = Array(((dir.isEmpty ? "." : dir) + "/.cairn-tmp-XXXXXX").utf8CString)
     let fd = mkstemp(&template)
     guard fd >= 0 else { throw RepoError("writing \(path)", SystemError.current("mkstemp").message) }

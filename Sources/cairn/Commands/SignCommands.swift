@@ -124,7 +124,7 @@ struct KeygenCommand: ParsableCommand {
             throw RepoError("writing key \(publicPath)", String(cString: strerror(e)) + (e == EEXIST ? "; refusing to overwrite it" : ""))
         }
         syncDirectory(of: secretPath)
-        if (publicPath as NSString).deletingLastPathComponent != (secretPath as NSString).deletingLastPathComponent {
+        if parentDirectory(of: publicPath) != parentDirectory(of: secretPath) {
             syncDirectory(of: publicPath)
         }
         print("Secret key: \(secretPath)")
@@ -153,7 +153,7 @@ struct KeygenCommand: ParsableCommand {
     }
 
     private func syncDirectory(of path: String) {
-        var dir = (path as NSString).deletingLastPathComponent
+        var dir = parentDirectory(of: path)
         if dir.isEmpty { dir = "." }
         let fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
         if fd >= 0 { fsync(fd); close(fd) }
