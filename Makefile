@@ -7,7 +7,7 @@ BUILD_PACKAGES := pkg-config libostree-dev libarchive-dev libssl-dev libgpgme-de
 TEST_PACKAGES := $(BUILD_PACKAGES) ostree fsverity erofs-utils attr e2fsprogs util-linux tar gzip xz-utils zstd \
 	gnupg python3 python3-cryptography busybox-static
 DEMO_PACKAGES := $(BUILD_PACKAGES) busybox-static ostree python3
-VM_PACKAGES := $(BUILD_PACKAGES) qemu-system-x86 e2fsprogs xz-utils busybox-static gzip
+VM_PACKAGES := $(BUILD_PACKAGES) qemu-system-x86 e2fsprogs xz-utils busybox-static gzip debootstrap
 BENCH_PACKAGES := $(TEST_PACKAGES) debootstrap time openssl
 
 .PHONY: all build release install demo demo-boot test test-vm prepare-root bench-commit bench-composefs bench-deploy clean

@@ -59,6 +59,33 @@ make_tree() {
     chmod 0755 "$dir/usr/sbin/init"
     head -c 20000 /dev/zero | tr '\0' 'p' > "$dir/usr/share/cairn-probe"
 }
+# An initramfs made by initramfs-tools in a Debian chroot (cached), with the
+# kernel's modules, cairn-prepare-root, its configuration, the vendor key and
+# cairn's hook and boot script.
+itools_initramfs() {
+    local out=$1 root=${CAIRN_CACHE:-/var/tmp/cairn-cache}/initramfs-tools-root
+    if [[ ! -x "$root/usr/sbin/mkinitramfs" ]]; then
+        rm -rf "$root.tmp"
+        debootstrap --variant=minbase --include=initramfs-tools,kmod,zstd bookworm "$root.tmp" >/dev/null
+        rm -rf "$root" && mv "$root.tmp" "$root"
+    fi
+    unshare -m /bin/sh -c "
+        set -e
+        mount --bind /proc '$root/proc'; mount --bind /dev '$root/dev'; mount --bind /sys '$root/sys'
+        rm -rf '$root/lib/modules/$kver' '$root/usr/share/initramfs-tools/hooks/cairn' '$root/usr/share/initramfs-tools/scripts/local-bottom/cairn'
+        mkdir -p '$root/lib/modules'
+        cp -a '$kroot/lib/modules/$kver' '$root/lib/modules/'
+        cp '$kroot/boot/config-$kver' '$root/boot/'
+        install -D -m 0755 '$prep' '$root/usr/lib/cairn/cairn-prepare-root'
+        install -D -m 0644 '$top/Config/prepare-root.conf' '$root/usr/share/cairn/prepare-root.conf'
+        install -D -m 0644 '$work/vendor.pub' '$root/etc/ostree/initramfs-root-binding.key'
+        install -D -m 0755 '$top/initramfs/initramfs-tools/hooks/cairn' '$root/usr/share/initramfs-tools/hooks/cairn'
+        install -D -m 0755 '$top/initramfs/initramfs-tools/scripts/local-bottom/cairn' '$root/usr/share/initramfs-tools/scripts/local-bottom/cairn'
+        chroot '$root' /bin/sh -c 'depmod $kver && mkinitramfs -o /tmp/cairn-initrd.img $kver'
+    "
+    mv "$root/tmp/cairn-initrd.img" "$out"
+}
+
 sys=$work/sysroot
 repo=$sys/ostree/repo
 "$cairn" sysroot init "$sys" --stateroot os >/dev/null
@@ -83,11 +110,12 @@ boot() {
     initramfs=$sys/boot$(entry_field "$entry" initrd)
     options=$(entry_field "$entry" options)
     qemu() {
+        local initrd_file=${2:-$initramfs}
         # icount: guest time follows executed instructions, not the host's
         # clock, which made TCG guest crashes rarer here.
         timeout 180 qemu-system-x86_64 -machine q35 -accel tcg -icount shift=auto,sleep=off -m 768 -smp 1 \
             -nographic -no-reboot -nic none \
-            -kernel "$kernel" -initrd "$initramfs" -append "$1" \
+            -kernel "$kernel" -initrd "$initrd_file" -append "$1" \
             -drive file="$work/disk.img",format=raw,if=virtio 2>&1 | tr -d '\r'
     }
     # TCG now and then crashes a guest early (a double fault in the slab
@@ -98,16 +126,17 @@ boot() {
     # up to 30%); a real defect fails every time and is reported with its
     # console.
     boot_once() {
-        local out=$1 append=$2 expect=$3 try
+        local out=$1 append=$2 expect=$3 initrd_file=${4:-} try
         for try in 1 2 3 4 5 6; do
-            qemu "$append" > "$out"
+            qemu "$append" $initrd_file > "$out"
             grep -Eq "$expect" "$out" && return 0
             [[ $try -lt 6 ]] || return 0
             echo "(boot did not reach $expect, likely an emulation crash; booting again. The console ended with:)" >&2
             tail -n 4 "$out" | sed 's/^/  | /' >&2
         done
     }
-    boot_once "$work/seal-console" "$options cairn.seal" '^CAIRN-SEAL'
+    # Sealing always runs the test's own initramfs, whatever the entry names.
+    boot_once "$work/seal-console" "$options cairn.seal" '^CAIRN-SEAL' "$initrd"
 
     if ! grep -q '^CAIRN-SEALED' "$work/seal-console"; then
         echo "sealing boot failed:"; tail -n 30 "$work/seal-console"; return 1
@@ -209,6 +238,16 @@ cp -a "$work/meta.bak" "$meta"
 # 7. A different digest pinned on the kernel command line: refused.
 boot "composefs.digest=v1-sha256-12:$(printf '%064d' 0)"
 check "7 other pinned digest refused" "REFUSED:digest"
+
+# 8. An initramfs made by Debian's initramfs-tools with cairn's hook and
+#    local-bottom script (installed where `make install` puts them) boots v3.
+itools_initramfs "$work/itools-initramfs.img"
+make_tree "$work/tree3" 3.0
+cp "$work/itools-initramfs.img" "$work/tree3/usr/lib/modules/$kver/initramfs.img"
+v3=$("$cairn" commit --repo "$repo" -b os/x --add-metadata-string version=3.0 --sign-key "$work/vendor.secret" "$work/tree3" 2>/dev/null | tail -n 1)
+"$cairn" deploy --sysroot "$sys" os/x --karg root=/dev/vda --karg rw >/dev/null
+boot
+check "8 initramfs-tools initramfs boots v3" version=3.0 "commit=$v3" rootfs=overlay verity=require etc=writable
 
 echo "$passed passed, $failed failed"
 [[ $failed -eq 0 ]]
