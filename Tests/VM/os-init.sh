@@ -10,6 +10,7 @@ version=$($bb sed -n 's/^VERSION_ID=//p' /usr/lib/os-release)
 ostree=$($bb tr ' ' '\n' < /proc/cmdline | $bb sed -n 's/^ostree=//p')
 deployment=$($bb basename "$($bb readlink "/sysroot$ostree")")
 commit=${deployment%.*}
+if [ -d /sysroot/ostree/repo ]; then sysroot=present; else sysroot=missing; fi
 rootline=$($bb awk '$2 == "/" { print $3 " " $4 }' /proc/mounts | $bb tail -n 1)
 rootfs=${rootline%% *}
 case "$rootline" in *verity=require*) verity=require ;; *) verity=none ;; esac
@@ -31,5 +32,5 @@ $bb sync
 # Remount everything read-only (sysrq u) so the disk is clean when we power off.
 echo s > /proc/sysrq-trigger
 echo u > /proc/sysrq-trigger
-echo "CAIRN-MARKER version=$version commit=$commit rootfs=$rootfs verity=$verity etc=$etc counter=$counter etcedit=$etcedit probe=$probe others=$others"
+echo "CAIRN-MARKER version=$version commit=$commit rootfs=$rootfs verity=$verity etc=$etc counter=$counter etcedit=$etcedit probe=$probe others=$others sysroot=$sysroot"
 $bb poweroff -f
