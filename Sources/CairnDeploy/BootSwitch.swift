@@ -75,7 +75,7 @@ extension Sysroot {
         }
         do {
             try FileSystem.rename(Array(tmpLink.utf8), to: Array(at("boot/loader").utf8))
-            try syncDirectory(at("boot"))
+            try FileSystem.syncDirectory(at("boot"))
         } catch let e as SystemError {
             throw DeployError("switching \(at("boot/loader"))", e.message)
         }

@@ -182,9 +182,9 @@ extension Sysroot {
         do {
             try repo.writeContent(k.vmlinuz, to: tmp + "/vmlinuz-\(k.version)")
             if let i = k.initramfs { try repo.writeContent(i, to: tmp + "/initramfs-\(k.version).img") }
-            try syncDirectory(tmp)
+            try FileSystem.syncDirectory(tmp)
             try FileSystem.rename(Array(tmp.utf8), to: Array(dir.utf8))
-            try syncDirectory(at("boot/ostree"))
+            try FileSystem.syncDirectory(at("boot/ostree"))
         } catch let e as SystemError {
             try? removeTree(tmp)
             throw DeployError("installing the kernel into \(dir)", e.message)

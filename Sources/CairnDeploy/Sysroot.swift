@@ -302,31 +302,12 @@ func readText(_ path: String) throws -> String {
     }
 }
 
-/// Writes a file atomically and durably: temporary file, fsync, rename,
-/// fsync of the directory.
+/// Writes a small file atomically and durably (CairnSystem's writeAtomically),
+/// naming it in errors.
 func writeFileAtomically(_ path: String, _ bytes: [UInt8], mode: mode_t = 0o644) throws {
-    let dir = path.lastIndex(of: "/").map { String(path[..<$0]) } ?? "."
-    let tmp = dir + "/.tmp-\(getpid())-" + (path.split(separator: "/").last.map(String.init) ?? "file")
     do {
-        let fd = try FileDescriptor.open(tmp, O_WRONLY | O_CREAT | O_TRUNC, mode: mode)
-        do {
-            try fd.closeAfter {
-                try fd.write(bytes)
-                guard fchmod(fd.rawValue, mode) == 0 else { throw SystemError.current("fchmod", path: Array(tmp.utf8)) }
-                try fd.sync()
-            }
-            try FileSystem.rename(Array(tmp.utf8), to: Array(path.utf8))
-        } catch {
-            unlink(tmp)
-            throw error
-        }
-        try syncDirectory(dir)
+        try FileSystem.writeAtomically(path, mode: mode) { try $0.write(bytes) }
     } catch let e as SystemError {
         throw DeployError("writing \(path)", e.message)
     }
-}
-
-func syncDirectory(_ dir: String) throws {
-    let fd = try FileDescriptor.open(dir, O_RDONLY | O_DIRECTORY)
-    try fd.closeAfter { try fd.sync() }
 }

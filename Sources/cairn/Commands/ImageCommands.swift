@@ -50,21 +50,9 @@ func writeOutput(to path: String, mode: mode_t = 0o644, _ body: (FileDescriptor)
         try body(FileDescriptor.standardOutput)
         return
     }
-    let dir = parentDirectory(of: path)
-    var template = Array(((dir.isEmpty ? "." : dir) + "/.cairn-tmp-XXXXXX").utf8CString)
-    let fd = mkstemp(&template)
-    guard fd >= 0 else { throw RepoError("writing \(path)", SystemError.current("mkstemp").message) }
-    let tmp = String(decoding: template.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
-    let file = FileDescriptor(rawValue: fd)
     do {
-        try file.closeAfter {
-            try body(file)
-            guard fchmod(fd, mode) == 0 else { throw SystemError.current("fchmod") }
-            try file.sync()
-        }
-        try FileSystem.rename(Array(tmp.utf8), to: Array(path.utf8))
+        try FileSystem.writeAtomically(path, mode: mode, body)
     } catch let e as SystemError {
-        unlink(tmp)
         throw RepoError("writing \(path)", e.message)
     }
 }

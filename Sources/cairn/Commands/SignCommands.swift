@@ -153,10 +153,8 @@ struct KeygenCommand: ParsableCommand {
     }
 
     private func syncDirectory(of path: String) {
-        var dir = parentDirectory(of: path)
-        if dir.isEmpty { dir = "." }
-        let fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-        if fd >= 0 { fsync(fd); close(fd) }
+        let dir = parentDirectory(of: path)
+        try? FileSystem.syncDirectory(dir.isEmpty ? "." : dir)
     }
 }
 
