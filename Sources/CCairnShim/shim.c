@@ -1,4 +1,6 @@
+#define _GNU_SOURCE
 #include "cairn_shim.h"
+#include <unistd.h>
 #include <string.h>
 #include <errno.h>
 
@@ -28,3 +30,5 @@ int cairn_measure_verity(int fd, uint8_t digest[32]) {
 
 int cairn_ioctl_int(int fd, unsigned long request, long arg) { return ioctl(fd, request, arg); }
 int cairn_ioctl_ptr(int fd, unsigned long request, void *arg) { return ioctl(fd, request, arg); }
+
+int cairn_syncfs(int fd) { return syncfs(fd); }

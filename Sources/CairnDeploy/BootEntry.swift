@@ -33,6 +33,22 @@ public struct BootEntry: Equatable, Sendable {
         fields.map { "\($0.key) \($0.value)\n" }.joined()
     }
 
+    /// The entry file's text, refusing any key or value that could end its
+    /// line or start another: the Boot Loader Specification joins repeated
+    /// `options` lines, so one injected line could change the kernel
+    /// command line of a signed boot. `what` names the entry in errors.
+    public func validatedText(_ what: String) throws -> String {
+        for (key, value) in fields {
+            guard !key.isEmpty, key.utf8.allSatisfy({ (0x61...0x7a).contains($0) || $0 == 0x5f || $0 == 0x2d }) else {
+                throw DeployError("writing \(what)", "invalid key '\(key.debugDescription.dropFirst().dropLast())'")
+            }
+            if let bad = value.unicodeScalars.first(where: { $0.value < 0x20 || $0.value == 0x7f || (0x80..<0xa0).contains($0.value) }) {
+                throw DeployError("writing \(what)", "the \(key) value '\(value.debugDescription.dropFirst().dropLast())' contains the control character U+\(String(bad.value, radix: 16, uppercase: true))")
+            }
+        }
+        return text
+    }
+
     /// The kernel command line split into arguments.
     public var options: [String] {
         (self["options"] ?? "").split(separator: " ").map(String.init)

@@ -36,6 +36,8 @@ extension Sysroot {
         // Leftovers of an interrupted switch are not referenced by the current set.
         try removeTree(loaderNew)
         try removeBootFarms(version: new)
+        let repo = try repository()
+        try writeDeploymentRefs(deployments, bootVersion: new, repo: repo)
 
         var serials: [String: Int] = [:]
         var bootSerials: [Int] = []
@@ -63,9 +65,10 @@ extension Sysroot {
         for (i, (d, bootSerial)) in zip(deployments, bootSerials).enumerated() {
             let n = count - i
             let entry = try bootEntry(for: d, index: i, version: n, bootVersion: new, bootSerial: bootSerial)
-            try writeFileAtomically(loaderNew + "/entries/ostree-\(n)-\(d.stateroot).conf", Array(entry.text.utf8))
+            let file = loaderNew + "/entries/ostree-\(n)-\(d.stateroot).conf"
+            try writeFileAtomically(file, Array(try entry.validatedText("the boot entry of \(d.stateroot) \(d.name)").utf8))
         }
-        sync()  // the farm, the entries and the deployments they name are on disk
+        try syncFilesystems()  // the farm, the entries and the deployments they name are on disk
         CrashPoint.bootSetWritten.reach()
 
         let tmpLink = at("boot/loader.tmp")
@@ -84,6 +87,46 @@ extension Sysroot {
         if let old = current {
             try removeTree(at("boot/loader.\(old)"))
             try removeBootFarms(version: old)
+        }
+        try removeDeploymentRefs(repo: repo) { $0 != new }
+    }
+
+    /// libostree's deployment refs, `ostree/<bootversion>/<subbootversion>/<index>`
+    /// → commit, one per entry of the set: they keep every deployed commit
+    /// from `prune`, cairn's and ostree's alike. Written before the switch,
+    /// so that both sets are protected until it happens; the old set's refs
+    /// go after it.
+    func writeDeploymentRefs(_ deployments: [Deployment], bootVersion: Int, repo: Repository) throws {
+        try removeDeploymentRefs(repo: repo) { $0 == bootVersion }
+        for (i, d) in deployments.enumerated() {
+            try repo.setRef("ostree/\(bootVersion)/0/\(i)", to: d.checksum)
+        }
+    }
+
+    /// Deletes the deployment refs of the boot versions `which` selects.
+    func removeDeploymentRefs(repo: Repository, _ which: (Int) -> Bool) throws {
+        for (name, _) in try repo.refs() {
+            let parts = name.split(separator: "/", omittingEmptySubsequences: false)
+            guard parts.count == 4, parts[0] == "ostree", let v = Int(parts[1]), Int(parts[2]) != nil, Int(parts[3]) != nil, which(v) else { continue }
+            try repo.setRef(name, to: nil)
+        }
+    }
+
+    /// Flushes the filesystems of the sysroot and of /boot (often its own
+    /// partition) — not every filesystem of the machine, as sync() would,
+    /// which made a deploy's time depend on every other writer.
+    func syncFilesystems() throws {
+        var done: Set<UInt64> = []
+        for dir in [path, at("boot")] {
+            do {
+                let fd = try FileDescriptor.open(dir, O_RDONLY | O_DIRECTORY)
+                try fd.closeAfter {
+                    guard done.insert(UInt64(try fd.stat().st_dev)).inserted else { return }
+                    try fd.syncFilesystem()
+                }
+            } catch let e as SystemError {
+                throw DeployError("flushing \(dir) to disk", e.message)
+            }
         }
     }
 

@@ -1,6 +1,8 @@
 import CairnRepo
 import CairnSystem
 import Composefs
+import PrepareRoot
+import Trust
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -13,9 +15,9 @@ public struct DeployOptions {
     /// `--karg-append ARG`.
     public var appendedKernelArguments: [String] = []
     public var notAsDefault = false
-    /// Checks the commit's signature before anything is written; returns a
-    /// description of the key that verified, or throws.
-    public var verifySignature: ((Repository, String) throws -> String)?
+    /// Keys trusted for this deploy (`--keys`) on top of the repository's
+    /// configured trust (`cairn trust`).
+    public var extraTrust = RepositoryTrust()
 
     public init(rev: String) { self.rev = rev }
 }
@@ -26,10 +28,25 @@ public struct DeployResult: Sendable {
     public var removed: [Deployment]
     public var signedBy: String?
     public var composefsDigest: [UInt8]
+    /// Entries of the commit's /var copied into the stateroot's empty /var
+    /// (its first deployment); nil when /var was left alone.
+    public var populatedVar: Int?
+    /// What the user must hear about, such as signed boot without trusted keys.
+    public var warnings: [String] = []
+}
+
+/// How a commit is trusted when it is deployed.
+public struct DeployTrust: Sendable {
+    /// The keys that must verify it (empty: nothing is verified).
+    public var policy: TrustPolicy
+    /// The commit's prepare-root.conf when it boots only signed commits.
+    public var signedBootConfig: String?
 }
 
 public struct CleanupReport: Sendable {
     public var removedPaths: [String] = []
+    /// Deployment folders no entry names that stay because they are in use.
+    public var kept: [(path: String, reason: String)] = []
     public var prune = PruneReport()
 }
 
@@ -59,10 +76,65 @@ extension Sysroot {
                 if name == "initramfs.img" { initramfs = object.checksum }
             }
             if let vmlinuz {
-                return (String(decoding: dir.path.split(separator: 0x2f).last ?? [], as: UTF8.self), vmlinuz, initramfs)
+                let name = Array(dir.path.split(separator: 0x2f).last ?? [])
+                try Self.validateKernelVersion(name)
+                return (String(decoding: name, as: UTF8.self), vmlinuz, initramfs)
             }
         }
         throw DeployError("deploying \(commit)", "the commit has no kernel (no /usr/lib/modules/<version>/vmlinuz)")
+    }
+
+    /// A kernel version becomes a file name under /boot and part of a boot
+    /// entry: letters, digits and . _ + ~ - only, as distributions name them.
+    static func validateKernelVersion(_ name: [UInt8]) throws {
+        let ok = !name.isEmpty && name.count <= 128 && name != [0x2e] && name != [0x2e, 0x2e] && name.allSatisfy {
+            (0x30...0x39).contains($0) || (0x41...0x5a).contains($0) || (0x61...0x7a).contains($0) || [0x2e, 0x5f, 0x2b, 0x7e, 0x2d].contains($0)
+        }
+        guard ok else {
+            throw DeployError("kernel version /usr/lib/modules/\(displayPath(name))", "refused: a kernel version may hold only letters, digits, '.', '_', '+', '~' and '-'")
+        }
+    }
+
+    /// The trust a deploy of `checksum` needs: the repository's configured
+    /// keys plus `extra`, and whether the commit's own prepare-root.conf
+    /// (what its initramfs is built with) boots only signed commits.
+    func deployTrust(_ checksum: String, repo: Repository, extra: RepositoryTrust) throws -> DeployTrust {
+        let configured = try repo.trust()
+        let policy = TrustPolicy(trustedKeys: configured.trusted + extra.trusted, revokedKeys: configured.revoked + extra.revoked)
+        // The search order of prepare-root and of cairn's initramfs hooks.
+        for path in ["/usr/etc/ostree/prepare-root.conf", "/usr/lib/ostree/prepare-root.conf", "/usr/share/cairn/prepare-root.conf"] {
+            guard let e = try? repo.lookup(commit: checksum, path: path), case .file(let f) = e.kind, !f.isSymlink else { continue }
+            var bytes: [UInt8] = []
+            try repo.readContent(f.checksum) { bytes += $0 }
+            let config: PrepareRootConfig
+            do { config = try PrepareRootConfig(parsing: bytes, file: path) } catch {
+                throw DeployError("deploying \(checksum)", "its \(error.description)")
+            }
+            return DeployTrust(policy: policy, signedBootConfig: config.composefs == .signed ? path : nil)
+        }
+        return DeployTrust(policy: policy, signedBootConfig: nil)
+    }
+
+    /// Verifies the commit as `trust` requires: with keys configured, an
+    /// ed25519 signature by a trusted, non-revoked key; where signed boot is
+    /// configured, a recorded composefs digest. Returns the verification
+    /// line (nil when no keys are configured) and warnings.
+    func checkTrust(_ checksum: String, _ commit: CommitInfo, _ trust: DeployTrust, repo: Repository) throws -> (String?, [String]) {
+        let keysConfigured = !trust.policy.trustedKeys.isEmpty
+        var warnings: [String] = []
+        if (keysConfigured || trust.signedBootConfig != nil) && commit.composefsDigest == nil {
+            throw DeployError("refusing to deploy \(checksum)", "the commit records no composefs digest (\(MetadataKey.composefsDigest)), which signed boot needs; commit it without --no-composefs")
+        }
+        if keysConfigured {
+            switch repo.verifyEd25519(checksum, policy: trust.policy) {
+            case .success(let v): return (v.description, warnings)
+            case .failure(let refusal): throw DeployError("refusing to deploy \(checksum)", refusal.message)
+            }
+        }
+        if let conf = trust.signedBootConfig {
+            warnings.append("no trusted keys are configured for \(repo.path) ('cairn trust add --sysroot \(path) KEYFILE'), so this deploy verified no signature; but the commit's \(conf) boots only commits signed by a key in its initramfs: make sure this commit is signed, or the machine will refuse to boot it")
+        }
+        return (nil, warnings)
     }
 
     /// Creates a deployment of `o.rev` and makes it the default (or the
@@ -80,8 +152,9 @@ extension Sysroot {
             guard FileSystem.exists(Array(at("ostree/deploy/\(stateroot)/deploy").utf8)) else {
                 throw DeployError("deploying \(o.rev)", "no stateroot '\(stateroot)' in \(path); run 'cairn sysroot init \(path) --stateroot \(stateroot)'")
             }
-            let signedBy = try o.verifySignature?(repo, checksum)
+            let (signedBy, warnings) = try checkTrust(checksum, commit, try deployTrust(checksum, repo: repo, extra: o.extraTrust), repo: repo)
             let kernel = try kernel(of: checksum, repo: repo)
+            let title = try osReleaseTitle(repo: repo, commit: checksum)
 
             // The image every boot mounts; it must be the one the commit names.
             let image = try repo.composefsImage(commit: checksum)
@@ -103,7 +176,7 @@ extension Sysroot {
 
             let deployment = Deployment(stateroot: stateroot, checksum: checksum, serial: serial, bootChecksum: bootChecksum,
                                         kernelArguments: kargs.arguments, origin: Origin(refspec: refspec),
-                                        title: osReleaseTitle(repo: repo, commit: checksum))
+                                        title: title)
             let dir = at(deployment.relativePath)
             try removeTree(dir)  // an unreferenced leftover of an interrupted deploy
             try removeTree(dir + ".origin")
@@ -121,22 +194,24 @@ extension Sysroot {
                                             newCommit: checksum, newEtc: dir + "/etc", repo: repo)
                 }
                 try writeFileAtomically(dir + ".origin", Array(deployment.origin.text.utf8))
-                sync()
+                try syncFilesystems()
             } catch {
                 try? removeTree(dir)
                 try? removeTree(dir + ".origin")
                 throw error
             }
             CrashPoint.deploymentWritten.reach()
+            let populatedVar = try populateVar(stateroot: stateroot, commit: checksum, repo: repo)
 
             try installKernel(kernel, stateroot: stateroot, bootChecksum: bootChecksum, repo: repo)
             CrashPoint.kernelCopied.reach()
 
             var list = state.deployments
             list.insert(deployment, at: o.notAsDefault && !list.isEmpty ? 1 : 0)
-            let booted = state.bootedIndex.map { state.deployments[$0] }
+            // Kept: the new default, the rollback, pinned ones, and whatever is
+            // running or mounted (whatever the entries say).
             var kept: [Deployment] = []
-            for (i, d) in list.enumerated() where i < 2 || d.pinned || (booted.map { $0.name == d.name && $0.stateroot == d.stateroot } ?? false) {
+            for (i, d) in list.enumerated() where i < 2 || d.pinned || inUseReason(d.relativePath) != nil {
                 kept.append(d)
             }
             let removed = list.filter { d in !kept.contains { $0.name == d.name && $0.stateroot == d.stateroot } }
@@ -145,7 +220,8 @@ extension Sysroot {
                 try removeDeploymentFiles(d)
                 if i == 0 { CrashPoint.removedOne.reach() }
             }
-            return DeployResult(deployment: deployment, etc: etc, removed: removed, signedBy: signedBy, composefsDigest: digest)
+            return DeployResult(deployment: deployment, etc: etc, removed: removed, signedBy: signedBy, composefsDigest: digest,
+                                populatedVar: populatedVar, warnings: warnings)
         }
     }
 
@@ -157,17 +233,58 @@ extension Sysroot {
         return all[0]
     }
 
-    /// PRETTY_NAME (and VERSION_ID) of the commit's os-release, for the entry title.
-    func osReleaseTitle(repo: Repository, commit: String) -> String? {
+    /// PRETTY_NAME of the commit's os-release, for the entry title. Lines
+    /// end at LF bytes (a CR before it is dropped); a value with any other
+    /// control character is refused, since the title goes into a boot entry.
+    func osReleaseTitle(repo: Repository, commit: String) throws -> String? {
         for path in ["/usr/lib/os-release", "/usr/etc/os-release"] {
             guard let e = try? repo.lookup(commit: commit, path: path), case .file(let f) = e.kind, !f.isSymlink else { continue }
             var bytes: [UInt8] = []
-            try? repo.readContent(f.checksum) { bytes += $0 }
-            for line in String(decoding: bytes, as: UTF8.self).split(separator: "\n") where line.hasPrefix("PRETTY_NAME=") {
-                return String(line.dropFirst("PRETTY_NAME=".count)).trimmingCharacters(in: "\"'")
+            try repo.readContent(f.checksum) { bytes += $0 }
+            let key = Array("PRETTY_NAME=".utf8)
+            for var line in bytes.split(separator: 0x0a) where line.starts(with: key) {
+                if line.last == 0x0d { line.removeLast() }
+                var value = Array(line.dropFirst(key.count))
+                if value.count >= 2, let q = value.first, q == 0x22 || q == 0x27, value.last == q { value = Array(value.dropFirst().dropLast()) }
+                guard let text = String(validating: value, as: UTF8.self),
+                      !text.unicodeScalars.contains(where: { $0.value < 0x20 || $0.value == 0x7f || (0x80..<0xa0).contains($0.value) }) else {
+                    throw DeployError("deploying \(commit)", "PRETTY_NAME in \(path) is not UTF-8 text without control characters: \(displayPath(value))")
+                }
+                return text
             }
         }
         return nil
+    }
+
+    /// On a stateroot's first deployment its /var is empty: fill it from the
+    /// commit's /var, as current ostree does (a Debian tree's /var/lib/dpkg
+    /// lives there). A /var with anything in it is never touched. Returns
+    /// the number of entries copied, nil when nothing was done.
+    func populateVar(stateroot: String, commit: String, repo: Repository) throws -> Int? {
+        let varDir = at("ostree/deploy/\(stateroot)/var")
+        let entries: [[UInt8]]
+        do { entries = try FileSystem.directoryEntries(Array(varDir.utf8)) } catch let e as SystemError {
+            throw DeployError("reading \(varDir)", e.message)
+        }
+        guard entries.isEmpty, let root = try? repo.lookup(commit: commit, path: "/var"), case .directory = root.kind,
+              !(try repo.children(of: root)).isEmpty else { return nil }
+        // Checked out beside it, then renamed over the empty folder: /var is
+        // either still empty or complete.
+        let tmp = at("ostree/deploy/\(stateroot)/var.cairn-tmp")
+        try removeTree(tmp)
+        do {
+            try repo.checkoutCopy(commit: commit, subpath: "/var", to: tmp)
+            try FileSystem.syncDirectory(tmp)
+            try FileSystem.rename(Array(tmp.utf8), to: Array(varDir.utf8))
+            try FileSystem.syncDirectory(at("ostree/deploy/\(stateroot)"))
+        } catch {
+            try? removeTree(tmp)
+            if let e = error as? SystemError { throw DeployError("populating \(varDir) from the commit's /var", e.message) }
+            throw error
+        }
+        var count = 0
+        try repo.walk(root) { _ in count += 1 }
+        return count - 1
     }
 
     /// Copies kernel and initramfs to /boot/ostree/<stateroot>-<bootcsum>/
@@ -194,9 +311,26 @@ extension Sysroot {
         }
     }
 
+    /// Removes a deployment's folder and origin; never one that is running
+    /// or mounted (the last guard: callers keep those in the boot set).
     func removeDeploymentFiles(_ d: Deployment) throws {
+        if let reason = inUseReason(d.relativePath) { throw DeployError("not removing \(at(d.relativePath))", reason) }
         try removeTree(at(d.relativePath) + ".origin")
         try removeTree(at(d.relativePath))
+    }
+
+    /// A deployment that is to become the default must be whole: its commit
+    /// still in the repository and its image on disk.
+    func checkBootable(_ d: Deployment) throws {
+        let repo = try repository()
+        guard (try? repo.commit(d.checksum)) != nil else {
+            throw DeployError("deployment \(d.stateroot) \(d.name)", "its commit \(d.checksum) is missing from \(repo.path); it cannot boot")
+        }
+        let image = at(d.relativePath) + "/.ostree.cfs"
+        // cairn's deployments boot their image; ostree's without composefs, a checkout.
+        guard FileSystem.exists(Array(image.utf8)) || FileSystem.exists(Array(at(d.relativePath + "/usr").utf8)) else {
+            throw DeployError("deployment \(d.stateroot) \(d.name)", "its composefs image \(image) is missing; it cannot boot")
+        }
     }
 
     func index(_ i: Int, in state: SysrootState) throws -> Deployment {
@@ -213,6 +347,7 @@ extension Sysroot {
             guard state.deployments.count >= 2 else {
                 throw DeployError("rollback", "there is no previous deployment to roll back to")
             }
+            try checkBootable(state.deployments[1])
             state.deployments.swapAt(0, 1)
             try writeBootSet(state.deployments)
             return try loadState()
@@ -224,6 +359,7 @@ extension Sysroot {
             var state = try loadState()
             let d = try index(i, in: state)
             guard i != 0 else { return state }
+            try checkBootable(d)
             state.deployments.remove(at: i)
             state.deployments.insert(d, at: 0)
             try writeBootSet(state.deployments)
@@ -235,8 +371,8 @@ extension Sysroot {
         try withLock(command: "undeploy \(i)", timeout: Self.lockTimeout) {
             var state = try loadState()
             let d = try index(i, in: state)
-            guard state.bootedIndex != i else {
-                throw DeployError("undeploy \(i)", "deployment \(d.name) is the booted one")
+            if let reason = inUseReason(d.relativePath) {
+                throw DeployError("undeploy \(i)", "deployment \(d.name) is in use: \(reason)")
             }
             state.deployments.remove(at: i)
             try writeBootSet(state.deployments)
@@ -283,10 +419,15 @@ extension Sysroot {
             var report = CleanupReport()
             let live = Set(state.deployments.map { "\($0.stateroot)/\($0.name)" })
             for stateroot in stateroots() {
-                let deployDir = at("ostree/deploy/\(stateroot)/deploy")
-                for name in ((try? FileSystem.directoryEntries(Array(deployDir.utf8))) ?? []).map({ String(decoding: $0, as: UTF8.self) }).sorted() {
+                let deployDir = "ostree/deploy/\(stateroot)/deploy"
+                for name in ((try? FileSystem.directoryEntries(Array(at(deployDir).utf8))) ?? []).map({ String(decoding: $0, as: UTF8.self) }).sorted() {
                     let base = name.hasSuffix(".origin") ? String(name.dropLast(".origin".count)) : name
-                    if !live.contains("\(stateroot)/\(base)") { report.removedPaths.append(deployDir + "/" + name) }
+                    guard !live.contains("\(stateroot)/\(base)") else { continue }
+                    if let reason = inUseReason(deployDir + "/" + base) {
+                        report.kept.append((at(deployDir + "/" + name), reason))
+                    } else {
+                        report.removedPaths.append(at(deployDir + "/" + name))
+                    }
                 }
             }
             let liveBoot = Set(state.deployments.map { "\($0.stateroot)-\($0.bootChecksum)" })
@@ -308,7 +449,9 @@ extension Sysroot {
                     if i == 0 { CrashPoint.removedOne.reach() }
                 }
             }
-            report.prune = try repo.prune(keeping: Array(Set(state.deployments.map(\.checksum))), dryRun: dryRun)
+            // A folder kept for being in use keeps its commit too ("<commit>.<serial>").
+            let inUse = report.kept.compactMap { k in k.path.split(separator: "/").last?.split(separator: ".").first.map(String.init) }
+            report.prune = try repo.prune(keeping: Array(Set(state.deployments.map(\.checksum) + inUse)), dryRun: dryRun)
             CrashPoint.pruned.reach()
             return report
         }
@@ -322,14 +465,5 @@ extension Sysroot {
             throw DeployError("config-diff", "there are no deployments")
         }
         return (d, try EtcTree.changes(etcPath: at(d.relativePath) + "/etc", commit: d.checksum, repo: repo).0)
-    }
-}
-
-extension String {
-    func trimmingCharacters(in set: String) -> String {
-        var s = Substring(self)
-        while let f = s.first, set.contains(f) { s.removeFirst() }
-        while let l = s.last, set.contains(l) { s.removeLast() }
-        return String(s)
     }
 }

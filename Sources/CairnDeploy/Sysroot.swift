@@ -1,6 +1,7 @@
 import CairnRepo
 import CairnSystem
 import CCairnShim
+import Trust
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -234,22 +235,52 @@ public final class Sysroot {
                           origin: origin, title: entry?["title"])
     }
 
-    /// The running deployment: on a booted system (/ with /run/ostree-booted)
-    /// the one /proc/cmdline's ostree= names. `CAIRN_TEST_BOOTED_CMDLINE`
-    /// stands in for /proc/cmdline on any sysroot, for tests.
+    /// Which of `deployments` backs the running root. libostree's rule: the
+    /// deployment directory whose device and inode /run/ostree-booted
+    /// records (`backing-root-device-inode`), which no boot-set write can
+    /// change; `ostree=` on /proc/cmdline names a path through a symlink farm
+    /// that the next boot-set write replaces. Failing a record (an older
+    /// prepare-root wrote an empty file), the deployment whose etc/ is the
+    /// directory mounted on /etc. `CAIRN_TEST_BOOTED_DEPLOYMENT=<directory>`
+    /// stands for "this directory backs /", for tests.
     func bootedIndex(_ deployments: [Deployment]) -> Int? {
-        let cmdline: String
-        if let fake = getenv("CAIRN_TEST_BOOTED_CMDLINE") {
-            cmdline = String(cString: fake)
-        } else if path == "/", FileSystem.exists(Array("/run/ostree-booted".utf8)), let c = try? readText("/proc/cmdline") {
-            cmdline = c
-        } else {
-            return nil
+        guard let booted = Self.bootedIdentity() else { return nil }
+        return deployments.firstIndex { isBooted($0.relativePath, booted) }
+    }
+
+    func isBooted(_ relativePath: String, _ booted: (device: UInt64, inode: UInt64, isEtc: Bool)) -> Bool {
+        guard let st = try? FileSystem.stat(Array(at(relativePath + (booted.isEtc ? "/etc" : "")).utf8)) else { return false }
+        return UInt64(st.st_dev) == booted.device && UInt64(st.st_ino) == booted.inode
+    }
+
+    /// The device and inode of the running deployment's directory (or, with
+    /// `isEtc`, of its etc/), nil when this is not a booted ostree system.
+    static func bootedIdentity() -> (device: UInt64, inode: UInt64, isEtc: Bool)? {
+        if let fake = getenv("CAIRN_TEST_BOOTED_DEPLOYMENT") {
+            guard let st = try? FileSystem.stat(Array(String(cString: fake).utf8)) else { return nil }
+            return (UInt64(st.st_dev), UInt64(st.st_ino), false)
         }
-        guard let arg = cmdline.split(whereSeparator: { $0 == " " || $0 == "\n" }).first(where: { $0.hasPrefix("ostree=") }),
-              let booted = try? deployment(forOstreeArgument: String(arg.dropFirst("ostree=".count)), entry: nil, file: "the kernel command line")
-        else { return nil }
-        return deployments.firstIndex { $0.stateroot == booted.stateroot && $0.name == booted.name }
+        let marker = Array("/run/ostree-booted".utf8)
+        guard FileSystem.exists(marker) else { return nil }
+        if let fd = try? FileDescriptor.open(marker, O_RDONLY | O_NOFOLLOW),
+           let bytes = try? fd.closeAfter({ try fd.readAll(limit: 1 << 20) }), !bytes.isEmpty,
+           let record = try? BootedRecord(serialized: bytes), let backing = record.backingRootDeviceInode {
+            return (backing.device, backing.inode, false)
+        }
+        guard let st = try? FileSystem.stat(Array("/etc".utf8)) else { return nil }
+        return (UInt64(st.st_dev), UInt64(st.st_ino), true)
+    }
+
+    /// Why the deployment folder at `relativePath` is in use, or nil: the
+    /// running system's, or feeding a mount (on a running system its etc/
+    /// is mounted on /etc). Such a folder is never removed, whatever the
+    /// boot entries say.
+    func inUseReason(_ relativePath: String) -> String? {
+        if let booted = Self.bootedIdentity(), isBooted(relativePath, booted) { return "it is the booted deployment" }
+        let path = Array(at(relativePath).utf8)
+        guard FileSystem.exists(path), let mounts = try? MountTable.current(),
+              let backed = try? MountTable.mountsBacked(by: path, in: mounts), !backed.isEmpty else { return nil }
+        return "it backs the mount(s) " + backed.map(displayPath).joined(separator: ", ")
     }
 
     // MARK: Locking

@@ -52,6 +52,10 @@ public struct CommitOptions {
     /// Record the fs-verity digest of the commit's composefs image as
     /// `ostree.composefs.digest.v0`, like `ostree commit --generate-composefs-metadata`.
     public var composefsDigest = true
+    /// Signs the new commit (its checksum) inside the transaction, before
+    /// the branch moves: a failure aborts the commit, so the branch never
+    /// points at an unsigned commit.
+    public var sign: ((Repository, String) throws -> Void)?
 
     public init(branch: String) { self.branch = branch }
 }
@@ -247,6 +251,7 @@ extension Repository {
             try gcall(context) { ostree_repo_write_commit(repo, parent, options.subject, options.body, metadata, rootFile, &out, nil, $0) }
         }
         let checksum = takeGString(out) ?? ""
+        try options.sign?(self, checksum)
         ostree_repo_transaction_set_ref(repo, nil, options.branch, checksum)
         try gcall(context) { ostree_repo_commit_transaction(repo, nil, nil, $0) }
         committed = true

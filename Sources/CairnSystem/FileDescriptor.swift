@@ -3,6 +3,7 @@ import Glibc
 #elseif canImport(Musl)
 import Musl
 #endif
+import CCairnShim
 
 /// An error from a system call, carrying errno, the call and the path
 /// (raw bytes) it was about.
@@ -179,6 +180,12 @@ public struct FileDescriptor: Hashable, Sendable {
 
     public func sync() throws {
         guard retryingEINTR({ fsync(rawValue) }) == 0 else { throw SystemError.current("fsync") }
+    }
+
+    /// Flushes the whole filesystem the descriptor is on (syncfs(2)), not
+    /// every filesystem of the machine as sync(2) does.
+    public func syncFilesystem() throws {
+        guard cairn_syncfs(rawValue) == 0 else { throw SystemError.current("syncfs") }
     }
 
     public func truncate(_ size: Int64) throws {

@@ -41,6 +41,28 @@ public enum VerificationFailure: Error, Equatable, CustomStringConvertible, Send
     }
 }
 
+/// What one signature of a commit is worth under a policy.
+public enum SignatureVerdict: Equatable, Sendable, CustomStringConvertible {
+    /// Verifies with this trusted, non-revoked key.
+    case trusted(Ed25519PublicKey)
+    /// Verifies only with this revoked key.
+    case revoked(Ed25519PublicKey)
+    /// 64 bytes, but no trusted or revoked key verifies it (another signer,
+    /// or the commit or signature was altered).
+    case unknown
+    /// Not the 64 bytes of an ed25519 signature.
+    case malformed(length: Int)
+
+    public var description: String {
+        switch self {
+        case .trusted(let k): return "good signature by trusted key \(k.base64)"
+        case .revoked(let k): return "signature by revoked key \(k.base64)"
+        case .unknown: return "no trusted key verifies it"
+        case .malformed(let n): return "malformed (\(n) bytes, not 64)"
+        }
+    }
+}
+
 /// A successful verification.
 public struct VerifiedSignature: Equatable, Sendable {
     /// The trusted key that verified the signature.
@@ -76,9 +98,11 @@ public struct TrustPolicy: Sendable {
         return trustedKeys.filter { !revokedKeys.contains($0) && seen.insert($0).inserted }
     }
 
-    /// Verifies `commit` (the exact commit object bytes) against the ed25519
-    /// signatures in `detachedMetadata` (the .commitmeta bytes, nil if absent).
-    public func verify(commit: [UInt8], detachedMetadata: [UInt8]?) -> Result<VerifiedSignature, VerificationFailure> {
+    /// Checks every ed25519 signature in `detachedMetadata` (the .commitmeta
+    /// bytes, nil if absent) over `commit` (the exact commit object bytes),
+    /// one verdict per signature in stored order. Fails only when there is
+    /// nothing to check (no key, no metadata, no signature array).
+    public func evaluate(commit: [UInt8], detachedMetadata: [UInt8]?) -> Result<[SignatureVerdict], VerificationFailure> {
         let keys = effectiveKeys
         guard !keys.isEmpty else { return .failure(.noTrustedKeys) }
         guard let detachedMetadata else { return .failure(.noDetachedMetadata) }
@@ -90,22 +114,34 @@ public struct TrustPolicy: Sendable {
         guard entry.type == .byteArrayArray else { return .failure(.signaturesHaveWrongType(entry.type.typeString)) }
         let signatures = entry.children.map { $0.byteArrayValue ?? [] }
         guard !signatures.isEmpty else { return .failure(.noSignatures) }
-        let wellFormed = signatures.filter { $0.count == Ed25519.signatureSize }.count
-        guard wellFormed > 0 else { return .failure(.malformedSignatures(count: signatures.count)) }
+        return .success(commit.withUnsafeBytes { message in
+            signatures.map { sig -> SignatureVerdict in
+                guard sig.count == Ed25519.signatureSize else { return .malformed(length: sig.count) }
+                if let key = keys.first(where: { $0.verify(signature: sig, message: message) }) { return .trusted(key) }
+                if let key = revokedKeys.first(where: { $0.verify(signature: sig, message: message) }) { return .revoked(key) }
+                return .unknown
+            }
+        })
+    }
 
-        return commit.withUnsafeBytes { message -> Result<VerifiedSignature, VerificationFailure> in
-            for (i, sig) in signatures.enumerated() where sig.count == Ed25519.signatureSize {
-                for key in keys where key.verify(signature: sig, message: message) {
-                    return .success(VerifiedSignature(key: key, signatureIndex: i))
-                }
-            }
-            for sig in signatures where sig.count == Ed25519.signatureSize {
-                for key in revokedKeys where key.verify(signature: sig, message: message) {
-                    return .failure(.signedByRevokedKey(key.base64))
-                }
-            }
-            return .failure(.noValidSignature(signatures: signatures.count))
+    /// Verifies `commit` against the ed25519 signatures in
+    /// `detachedMetadata`: the first signature by a trusted key wins.
+    public func verify(commit: [UInt8], detachedMetadata: [UInt8]?) -> Result<VerifiedSignature, VerificationFailure> {
+        let verdicts: [SignatureVerdict]
+        switch evaluate(commit: commit, detachedMetadata: detachedMetadata) {
+        case .failure(let f): return .failure(f)
+        case .success(let v): verdicts = v
         }
+        for (i, v) in verdicts.enumerated() {
+            if case .trusted(let key) = v { return .success(VerifiedSignature(key: key, signatureIndex: i)) }
+        }
+        for v in verdicts {
+            if case .revoked(let key) = v { return .failure(.signedByRevokedKey(key.base64)) }
+        }
+        guard verdicts.contains(where: { if case .malformed = $0 { return false }; return true }) else {
+            return .failure(.malformedSignatures(count: verdicts.count))
+        }
+        return .failure(.noValidSignature(signatures: verdicts.count))
     }
 
     /// What signed boot needs: verify the commit, then parse it and return its

@@ -330,13 +330,11 @@ final class DeployTests: CairnTestCase {
         try cairn(["set-default", "--sysroot", sys, "2"], expect: 1)
         try cairn(["pin", "--sysroot", sys, "-1"], expect: 2)
         // Undeploy of the booted deployment.
-        let entry = try TestSupport.sh("grep -h '^options' '\(sys)'/boot/loader/entries/ostree-1-os.conf")
-        let booted = try TestSupport.run(cairnPath, ["undeploy", "--sysroot", sys, "1"],
-                                         environment: ["CAIRN_TEST_BOOTED_CMDLINE": String(entry.dropFirst("options ".count))])
-        XCTAssertEqual(booted.status, 1)
-        XCTAssertTrue(booted.stderr.contains("is the booted one"), booted.stderr)
-        let bootedStatus = try TestSupport.run(cairnPath, ["status", "--sysroot", sys, "--json"],
-                                               environment: ["CAIRN_TEST_BOOTED_CMDLINE": String(entry.dropFirst("options ".count))])
+        let booted = ["CAIRN_TEST_BOOTED_DEPLOYMENT": deploymentPath(try status()[1])]
+        let refused = try TestSupport.run(cairnPath, ["undeploy", "--sysroot", sys, "1"], environment: booted)
+        XCTAssertEqual(refused.status, 1)
+        XCTAssertTrue(refused.stderr.contains("is the booted deployment"), refused.stderr)
+        let bootedStatus = try TestSupport.run(cairnPath, ["status", "--sysroot", sys, "--json"], environment: booted)
         XCTAssertTrue(bootedStatus.stdout.contains("\"booted\" : true"), bootedStatus.stdout)
         // A kernel argument with a newline.
         let nl = try cairn(["deploy", "--sysroot", sys, "os/x", "--karg", "evil\ninjected"], expect: 2)

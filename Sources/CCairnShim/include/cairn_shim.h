@@ -18,4 +18,6 @@ int cairn_enable_verity(int fd);
 int cairn_measure_verity(int fd, uint8_t digest[32]);
 int cairn_ioctl_int(int fd, unsigned long request, long arg);
 int cairn_ioctl_ptr(int fd, unsigned long request, void *arg);
+/* syncfs(2), which glibc declares only under _GNU_SOURCE. */
+int cairn_syncfs(int fd);
 #endif

@@ -140,18 +140,23 @@ struct CommitCommand: ParsableCommand {
         if let progress {
             options.progress = { p in progress.update("committing: \(p.entries) entries, \(formatBytes(p.bytes))") }
         }
+        let gpgHome = gpgHomedir, gpgKeys = gpgSign
+        var signedWith: [String] = []
+        if !signingKeys.isEmpty || !gpgKeys.isEmpty { options.sign = { repository, checksum in
+            for (key, added) in try repository.addEd25519Signatures(commit: checksum, keys: signingKeys) where added {
+                signedWith.append("ed25519 key \(key.base64)")
+            }
+            for id in gpgKeys {
+                try repository.gpgSign(checksum, keyID: id, homedir: gpgHome)
+                signedWith.append("GPG key \(id)")
+            }
+        } }
         let result = try repository.commit(source: source, options: options)
         progress?.finish()
         if result.skippedSpecialCount > 0 {
             Terminal.warning("left out \(result.skippedSpecialCount) device node(s), fifo(s) or socket(s), e.g. \(result.skippedSpecial.first!)")
         }
-        for (key, added) in try addEd25519Signatures(repository, commit: result.checksum, keys: signingKeys) where added {
-            Terminal.note("signed with ed25519 key \(key.base64)")
-        }
-        for id in gpgSign {
-            try repository.gpgSign(result.checksum, keyID: id, homedir: gpgHomedir)
-            Terminal.note("signed with GPG key \(id)")
-        }
+        for key in signedWith { Terminal.note("signed with \(key)") }
         print(result.checksum)
     }
 }

@@ -51,7 +51,9 @@ struct DeployCommand: ParsableCommand {
         discussion: """
         The new deployment becomes the default (next boot) and the previous default the \
         rollback. Kept: the new default, the booted deployment, the rollback and pinned ones. \
-        /etc changes of the current deployment are carried over (a three-way merge).
+        /etc changes of the current deployment are carried over (a three-way merge). \
+        When the sysroot trusts keys ('cairn trust'), the commit must carry an ed25519 \
+        signature by one of them that is not revoked.
         """
     )
 
@@ -69,10 +71,10 @@ struct DeployCommand: ParsableCommand {
     @Flag(name: .customLong("not-as-default"), help: "Add the deployment after the default instead of making it the default.")
     var notAsDefault = false
 
-    @Option(name: .customLong("keys"), help: ArgumentHelp("Refuse the commit unless an ed25519 signature verifies with a key in this file; repeatable.", valueName: "pubfile"))
+    @Option(name: .customLong("keys"), help: ArgumentHelp("Also trust the keys in this file for this deploy (the sysroot's own are set with 'cairn trust'); repeatable.", valueName: "pubfile"))
     var keyFiles: [String] = []
 
-    @Option(name: .customLong("revoked-keys"), help: ArgumentHelp("Keys that never verify.", valueName: "file"))
+    @Option(name: .customLong("revoked-keys"), help: ArgumentHelp("Also treat the keys in this file as revoked for this deploy.", valueName: "file"))
     var revokedKeys: String?
 
     @Argument(help: ArgumentHelp("Ref or commit in the sysroot's repository.", valueName: "rev"))
@@ -90,20 +92,10 @@ struct DeployCommand: ParsableCommand {
         options.kernelArguments = kargs
         options.appendedKernelArguments = kargsAppend
         options.notAsDefault = notAsDefault
-        if !keyFiles.isEmpty {
-            let policy: TrustPolicy
-            do { policy = try TrustPolicy(trustedKeyFiles: keyFiles, revokedKeyFile: revokedKeys) } catch {
-                throw RepoError("key file \(error.description)", "")
-            }
-            options.verifySignature = { repo, checksum in
-                switch VerifyCommand.verifyEd25519(repo, checksum, policy) {
-                case .success(let line): return line
-                case .failure(let refusal): throw RepoError("refusing to deploy \(checksum)", refusal.message)
-                }
-            }
-        }
+        options.extraTrust = try loadTrust(keyFiles, revoked: revokedKeys)
         let result = try sysroot.value.deploy(options)
         let d = result.deployment
+        for w in result.warnings { Terminal.warning(w) }
         if let who = result.signedBy { print(who) }
         print("Deployed \(d.stateroot) \(d.name)" + (notAsDefault ? " (not as default)" : " (default on next boot)"))
         print("  composefs digest: \(hexString(result.composefsDigest))")
@@ -115,6 +107,7 @@ struct DeployCommand: ParsableCommand {
         } else {
             print("  /etc: the new defaults (no previous deployment to merge)")
         }
+        if let n = result.populatedVar { print("  /var: the stateroot's empty /var was filled with the commit's /var (\(n) entries)") }
         for r in result.removed { print("  removed \(r.stateroot) \(r.name)") }
     }
 }
@@ -131,14 +124,16 @@ struct StatusCommand: ParsableCommand {
     @Flag(help: "Print JSON (apiVersion cairn/v1).")
     var json = false
 
-    @Option(name: .customLong("keys"), help: ArgumentHelp("Also check each commit's ed25519 signatures against these trusted keys; repeatable.", valueName: "pubfile"))
+    @Option(name: .customLong("keys"), help: ArgumentHelp("Also trust these keys when checking each commit's signatures (the sysroot's own trusted keys always apply); repeatable.", valueName: "pubfile"))
     var keyFiles: [String] = []
 
     func run() throws {
         let s = sysroot.value
         let state = try s.loadState()
         let repo = try s.repository()
-        let policy = keyFiles.isEmpty ? nil : try? TrustPolicy(trustedKeyFiles: keyFiles, revokedKeyFile: nil)
+        let trust = try repo.trust()
+        let extra = try loadTrust(keyFiles, revoked: nil)
+        let policy = TrustPolicy(trustedKeys: trust.trusted + extra.trusted, revokedKeys: trust.revoked)
         var rows: [[String: Any]] = []
         for (i, d) in state.deployments.enumerated() {
             let commit = try? repo.commit(d.checksum)
@@ -146,8 +141,12 @@ struct StatusCommand: ParsableCommand {
             let imageDigest: String? = FileManager.default.fileExists(atPath: image) ? commit?.composefsDigest.map(hexString) ?? "unrecorded" : nil
             let signatures = try? repo.signatures(d.checksum)
             var verifiedBy: Any = NSNull()
-            if let policy {
-                if case .success(let line) = VerifyCommand.verifyEd25519(repo, d.checksum, policy) { verifiedBy = line }
+            var verification: Any = NSNull()
+            if !policy.trustedKeys.isEmpty {
+                switch repo.verifyEd25519(d.checksum, policy: policy) {
+                case .success(let v): verifiedBy = v.description; verification = "verified"
+                case .failure(let refusal): verification = "not verified: \(refusal.message)"
+                }
             }
             rows.append([
                 "index": i,
@@ -166,6 +165,7 @@ struct StatusCommand: ParsableCommand {
                     "gpg": signatures?.gpg.count ?? 0,
                 ],
                 "verifiedBy": verifiedBy,
+                "verification": verification,
                 "kernelArguments": d.kernelArguments,
                 "bootChecksum": d.bootChecksum,
                 "path": s.at(d.relativePath),
@@ -192,9 +192,9 @@ struct StatusCommand: ParsableCommand {
             if let ref = r["refspec"] as? String { print("    Refspec: \(ref)") }
             print("    Composefs: \(r["composefsDigest"] as? String ?? "none")")
             let sig = r["signatures"] as! [String: Int]
-            var signed = "ed25519 \(sig["ed25519"]!), gpg \(sig["gpg"]!)"
-            if let v = r["verifiedBy"] as? String { signed += "; \(v)" }
+            let signed = "ed25519 \(sig["ed25519"]!), gpg \(sig["gpg"]!)"
             print("    Signatures: \(signed)")
+            if let v = r["verification"] as? String { print("    Trust: \(r["verifiedBy"] as? String ?? v)") }
             print("    Kernel arguments: \((r["kernelArguments"] as! [String]).joined(separator: " "))")
         }
     }
@@ -279,6 +279,7 @@ struct CleanupCommand: ParsableCommand {
     func run() throws {
         let report = try sysroot.value.cleanup(dryRun: dryRun)
         for p in report.removedPaths { print("\(dryRun ? "Would delete" : "Deleted") \(p)") }
+        for k in report.kept { print("Kept \(k.path): \(k.reason)") }
         print("\(dryRun ? "Would delete" : "Deleted") \(report.prune.objectsPruned) of \(report.prune.objectsTotal) objects, \(formatBytes(report.prune.bytesFreed))")
     }
 }
@@ -316,5 +317,16 @@ struct PostCopyCommand: ParsableCommand {
             throw DeployError("enabling fs-verity in \(s.path)", "the filesystem does not support fs-verity (ext4 needs the verity feature: tune2fs -O verity)")
         }
         print("fs-verity enabled on \(report.enabled) file(s); \(report.alreadyEnabled) already had it")
+    }
+}
+
+/// Keys named on the command line (`--keys`, `--revoked-keys`), each file
+/// checked; a bad file fails with its path and line.
+func loadTrust(_ trusted: [String], revoked: String?) throws -> RepositoryTrust {
+    do {
+        let p = try TrustPolicy(trustedKeyFiles: trusted, revokedKeyFile: revoked)
+        return RepositoryTrust(trusted: p.trustedKeys, revoked: Array(p.revokedKeys))
+    } catch {
+        throw RepoError("key file \(error.description)", "")
     }
 }

@@ -20,45 +20,6 @@ func loadSecretKeys(_ paths: [String]) throws -> [Ed25519SecretKey] {
     return keys
 }
 
-/// Appends an ed25519 signature by each key to the commit's detached
-/// metadata (`ostree.sign.ed25519`), keeping every other entry and earlier
-/// signature. A key that already signed the commit is skipped (ed25519 is
-/// deterministic: it would add an identical signature). Returns, per key,
-/// whether a signature was added.
-func addEd25519Signatures(_ repository: Repository, commit checksum: String, keys: [Ed25519SecretKey]) throws -> [(key: Ed25519PublicKey, added: Bool)] {
-    let commitBytes = try repository.rawCommitObject(checksum)
-    var meta = try repository.rawDetachedMetadata(checksum)
-    if let m = meta {
-        do { _ = try VariantDictionary(serialized: m) } catch {
-            throw RepoError("signing commit \(checksum)", "its detached metadata is corrupt (\(error)); refusing to rewrite it")
-        }
-    }
-    var results: [(Ed25519PublicKey, Bool)] = []
-    for key in keys {
-        if let m = meta, TrustPolicy(trustedKeys: [key.publicKey]).verify(commit: commitBytes, detachedMetadata: m).isSuccess {
-            results.append((key.publicKey, false))
-            continue
-        }
-        do {
-            meta = try signCommit(commitBytes, existingDetachedMetadata: meta, with: key)
-        } catch {
-            throw RepoError("signing commit \(checksum) with ed25519 key \(key.publicKey.base64)", String(describing: error))
-        }
-        results.append((key.publicKey, true))
-    }
-    if results.contains(where: { $0.1 }) {
-        try repository.writeDetachedMetadata(checksum, meta)
-    }
-    return results
-}
-
-extension Result {
-    var isSuccess: Bool {
-        if case .success = self { return true }
-        return false
-    }
-}
-
 /// Lines for `cairn show`: the signatures in the detached metadata.
 func signatureLines(_ s: SignatureSummary) -> [String] {
     var lines: [String] = []
@@ -194,7 +155,7 @@ struct SignCommand: ParsableCommand {
         let keys = try loadSecretKeys(keyFiles)
         let repository = try repo.open()
         let checksum = try repository.resolve(rev)
-        for (key, added) in try addEd25519Signatures(repository, commit: checksum, keys: keys) {
+        for (key, added) in try repository.addEd25519Signatures(commit: checksum, keys: keys) {
             if added {
                 print("Signed commit \(checksum) with ed25519 key \(key.base64)")
             } else {
@@ -253,48 +214,35 @@ struct VerifyCommand: ParsableCommand {
         }
         let repository = try repo.open()
         let checksum = try repository.resolve(rev)
-        var checks: [() throws -> Result<String, Refusal>] = []
-        if let policy { checks.append { Self.verifyEd25519(repository, checksum, policy) } }
-        if let dir = gpgHomedir { checks.append { try verifyGPG(repository, checksum, dir) } }
+        var verified: [String] = []
         var reasons: [String] = []
-        for check in checks {
-            switch try check() {
-            case .success(let line):
-                print(line)
-                print("Commit \(checksum) verified")
-                return
-            case .failure(let reason):
-                reasons.append(reason.message)
+        if let policy {
+            // Every signature's verdict, then the one decision.
+            if case .success(let verdicts) = try repository.ed25519Verdicts(checksum, policy: policy) {
+                for (i, v) in verdicts.enumerated() { print("ed25519 signature #\(i): \(v)") }
             }
+            switch repository.verifyEd25519(checksum, policy: policy) {
+            case .success(let v): verified.append(v.description)
+            case .failure(let refusal): reasons.append(refusal.message)
+            }
+        }
+        if let dir = gpgHomedir {
+            switch try verifyGPG(repository, checksum, dir) {
+            case .success(let line): verified.append(line)
+            case .failure(let refusal): reasons.append(refusal.message)
+            }
+        }
+        guard verified.isEmpty else {
+            verified.forEach { print($0) }
+            print("Commit \(checksum) verified")
+            return
         }
         throw RepoError("commit \(checksum) is not verified", reasons.joined(separator: "; "))
     }
 
-    struct Refusal: Error { var message: String }
-
-    static func verifyEd25519(_ r: Repository, _ checksum: String, _ policy: TrustPolicy) -> Result<String, Refusal> {
-        let commit: [UInt8]
-        let meta: [UInt8]?
-        do {
-            commit = try r.rawCommitObject(checksum)
-            meta = try r.rawDetachedMetadata(checksum)
-        } catch {
-            return .failure(Refusal(message: String(describing: error)))
-        }
-        let actual = sha256Hex(commit)
-        let altered = actual == checksum ? nil : "the commit object's SHA-256 is \(actual), not its checksum: the object was altered or renamed"
-        switch policy.verify(commit: commit, detachedMetadata: meta) {
-        case .success(let v):
-            if let altered { return .failure(Refusal(message: "a signature verifies, but \(altered)")) }
-            return .success("Good ed25519 signature #\(v.signatureIndex) by trusted key \(v.keyBase64)")
-        case .failure(let f):
-            return .failure(Refusal(message: f.description + (altered.map { " (\($0))" } ?? "")))
-        }
-    }
-
-    private func verifyGPG(_ r: Repository, _ checksum: String, _ dir: String) throws -> Result<String, Refusal> {
+    private func verifyGPG(_ r: Repository, _ checksum: String, _ dir: String) throws -> Result<String, CommitRefusal> {
         let summary = try r.signatures(checksum)
-        guard !summary.gpg.isEmpty else { return .failure(Refusal(message: "commit has no GPG signature (\(MetadataKey.gpgSignatures))")) }
+        guard !summary.gpg.isEmpty else { return .failure(CommitRefusal("commit has no GPG signature (\(MetadataKey.gpgSignatures))")) }
         let results = try r.gpgVerify(checksum, keyringDirectory: dir)
         if let good = results.first(where: { $0.valid && !$0.keyRevoked }) {
             let who = good.userEmail.isEmpty ? good.userName : "\(good.userName) <\(good.userEmail)>"
@@ -307,6 +255,6 @@ struct VerifyCommand: ParsableCommand {
             if s.signatureExpired { return "GPG signature by \(s.fingerprint) has expired" }
             return "bad GPG signature by key \(s.fingerprint)"
         }
-        return .failure(Refusal(message: why.isEmpty ? "no GPG signature could be checked" : why.joined(separator: "; ")))
+        return .failure(CommitRefusal(why.isEmpty ? "no GPG signature could be checked" : why.joined(separator: "; ")))
     }
 }
