@@ -100,6 +100,8 @@ public struct SysrootState: Sendable {
 /// A physical root in ostree's layout (interop spec section 4).
 public final class Sysroot {
     public let path: String
+    /// Messages for the user while a command runs (such as waiting for the lock).
+    public var notice: (String) -> Void = { _ in }
 
     public init(path: String) {
         self.path = path.count > 1 && path.hasSuffix("/") ? String(path.dropLast()) : path
@@ -112,6 +114,22 @@ public final class Sysroot {
 
     public var repositoryPath: String { at("ostree/repo") }
 
+    /// The refusal for a sysroot without the layout. For the running host's
+    /// own root, no `sysroot init` is suggested: that would change its /boot.
+    func notInitialised() -> DeployError {
+        if (try? FileSystem.realPath(Array(path.utf8))) == [0x2f] {
+            return DeployError("sysroot /", "this machine is not an ostree or cairn system (no /ostree/repo or /ostree/deploy); name a sysroot elsewhere with --sysroot PATH")
+        }
+        return DeployError("sysroot \(path)", "not initialised (no ostree/repo or ostree/deploy); run 'cairn sysroot init \(path)'")
+    }
+
+    /// What `initialize(stateroot:)` would create: the paths that do not exist yet.
+    public func initializationPlan(stateroot: String?) -> [String] {
+        var paths = ["boot", "boot/boot", "boot/ostree", "ostree", "ostree/repo", "ostree/deploy"]
+        if let stateroot { paths += ["ostree/deploy/\(stateroot)", "ostree/deploy/\(stateroot)/deploy", "ostree/deploy/\(stateroot)/var"] }
+        return paths.map(at).filter { !FileSystem.exists(Array($0.utf8)) }
+    }
+
     public func isInitialized() -> Bool {
         FileSystem.exists(Array(at("ostree/repo/config").utf8)) && FileSystem.exists(Array(at("ostree/deploy").utf8))
     }
@@ -119,7 +137,7 @@ public final class Sysroot {
     /// Opens the repository, failing clearly when the sysroot was never initialised.
     public func repository() throws -> Repository {
         guard isInitialized() else {
-            throw DeployError("sysroot \(path)", "not initialised (no ostree/repo or ostree/deploy); run 'cairn sysroot init \(path)'")
+            throw notInitialised()
         }
         return try Repository.open(path: repositoryPath)
     }
@@ -182,7 +200,7 @@ public final class Sysroot {
     /// Reads the deployments of the active boot entry set, default first.
     public func loadState() throws -> SysrootState {
         guard isInitialized() else {
-            throw DeployError("sysroot \(path)", "not initialised (no ostree/repo or ostree/deploy); run 'cairn sysroot init \(path)'")
+            throw notInitialised()
         }
         guard let version = try currentBootVersion() else {
             return SysrootState(bootVersion: nil, deployments: [], bootedIndex: nil)
@@ -286,34 +304,80 @@ public final class Sysroot {
     // MARK: Locking
 
     /// Runs `body` holding the sysroot's exclusive lock (`ostree/lock`, the
-    /// file libostree locks too). Waits up to `timeout` seconds for another
-    /// holder, then fails naming it.
+    /// file libostree locks too). When another process holds it, says so at
+    /// once through `notice`, waits up to `timeout` seconds, then fails
+    /// naming the holder. The lock file is opened below the sysroot's own
+    /// `ostree` folder without following symlinks, and must be a regular file.
     public func withLock<R>(command: String, timeout: Double, _ body: () throws -> R) throws -> R {
         let lockPath = at("ostree/lock")
         let fd: FileDescriptor
-        do { fd = try FileDescriptor.open(lockPath, O_RDWR | O_CREAT, mode: 0o600) } catch let e as SystemError {
-            throw DeployError("locking \(path)", e.description)
+        do {
+            let ostree = try FileDescriptor.open(at("ostree"), O_RDONLY | O_DIRECTORY | O_NOFOLLOW)
+            fd = try ostree.closeAfter { try FileDescriptor.open("lock", O_RDWR | O_CREAT | O_NOFOLLOW | O_NONBLOCK, mode: 0o600, relativeTo: ostree) }
+        } catch let e as SystemError {
+            throw DeployError("locking \(path)", e.errno == ELOOP ? "\(lockPath) is a symlink; refusing to use it" : "\(lockPath): \(e.message)")
         }
         defer { fd.close() }
-        var waited = 0.0
+        let st: stat
+        do { st = try fd.stat() } catch let e as SystemError { throw DeployError("locking \(path)", e.description) }
+        guard st.st_mode & S_IFMT == S_IFREG else { throw DeployError("locking \(path)", "\(lockPath) is not a regular file") }
+        let started = Self.monotonicSeconds()
+        var told = false
         while flock(fd.rawValue, LOCK_EX | LOCK_NB) != 0 {
             guard errno == EWOULDBLOCK || errno == EINTR else {
                 throw DeployError("locking \(path)", String(cString: strerror(errno)))
             }
-            if waited >= timeout {
-                var holder = ((try? fd.readAll(limit: 4096)).map { String(decoding: $0, as: UTF8.self) } ?? "").trimmingWhitespace()
-                holder = holder.replacingNewlines()
-                throw DeployError("locking \(path)", "another command holds the sysroot lock \(lockPath)" +
-                                  (holder.isEmpty ? "" : " (\(holder))") + " and did not release it within \(Int(timeout)) s")
+            if !told {
+                notice("waiting for the sysroot lock \(lockPath), held by \(lockHolder(fd, st)) (up to \(Int(timeout)) s)")
+                told = true
+            }
+            if Self.monotonicSeconds() - started >= timeout {
+                throw DeployError("locking \(path)", "the sysroot lock \(lockPath) is held by \(lockHolder(fd, st)) and was not released within \(Int(timeout)) s")
             }
             usleep(100_000)
-            waited += 0.1
         }
         // Say who holds it, for whoever waits next.
         _ = try? fd.truncate(0)
         let note = Array("pid \(getpid()): cairn \(command)\n".utf8)
         _ = note.withUnsafeBytes { pwrite(fd.rawValue, $0.baseAddress, $0.count, 0) }
         return try body()
+    }
+
+    /// Who holds the lock: the process the kernel names in /proc/locks, with
+    /// its command line; the record a cairn holder leaves in the file is
+    /// believed only when it names that process (other tools, libostree
+    /// among them, leave none, and a record can outlive its writer).
+    func lockHolder(_ fd: FileDescriptor, _ st: stat) -> String {
+        let record = ((try? fd.read(atOffset: 0, limit: 4096)).map { String(decoding: $0, as: UTF8.self) } ?? "").trimmingWhitespace().replacingNewlines()
+        let recordedPID = record.hasPrefix("pid ") ? Int32(record.dropFirst(4).prefix { $0.isNumber }) : nil
+        guard let holder = Self.flockHolder(device: UInt64(st.st_dev), inode: UInt64(st.st_ino)) else {
+            return record.isEmpty ? "another process" : "another process (the file says: \(record))"
+        }
+        if holder == recordedPID { return record }
+        let cmdline = (try? readText("/proc/\(holder)/cmdline")).map { String($0.map { $0 == "\0" ? " " : $0 }).trimmingWhitespace() } ?? ""
+        var text = "pid \(holder)" + (cmdline.isEmpty ? "" : ": \(cmdline)")
+        if let r = recordedPID, kill(r, 0) != 0 && errno == ESRCH { text += " (the file's record '\(record)' is stale: pid \(r) has exited)" }
+        return text
+    }
+
+    /// The pid holding an flock on the file with this device and inode, from
+    /// /proc/locks ("1: FLOCK  ADVISORY  WRITE 1234 fd:01:5678 0 EOF").
+    static func flockHolder(device: UInt64, inode: UInt64) -> Int32? {
+        guard let text = try? readText("/proc/locks") else { return nil }
+        for line in text.split(separator: "\n") {
+            let f = line.split(separator: " ")
+            guard f.count >= 6, f[1] == "FLOCK", let pid = Int32(f[4]) else { continue }
+            let id = f[5].split(separator: ":")
+            guard id.count == 3, let major = UInt32(id[0], radix: 16), let minor = UInt32(id[1], radix: 16), let ino = UInt64(id[2]) else { continue }
+            if ino == inode && deviceNumber(major: major, minor: minor) == device { return pid }
+        }
+        return nil
+    }
+
+    static func monotonicSeconds() -> Double {
+        var ts = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &ts)
+        return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
     }
 }
 

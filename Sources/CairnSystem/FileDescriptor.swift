@@ -134,6 +134,13 @@ public struct FileDescriptor: Hashable, Sendable {
         return done
     }
 
+    /// Up to `limit` bytes from `offset`, without moving the file offset.
+    public func read(atOffset offset: Int64, limit: Int) throws -> [UInt8] {
+        var buffer = [UInt8](repeating: 0, count: limit)
+        let n = try buffer.withUnsafeMutableBytes { try read(into: $0, atOffset: offset) }
+        return Array(buffer[0..<n])
+    }
+
     /// Reads to end of file, refusing more than `limit` bytes.
     public func readAll(limit: Int = Int.max) throws -> [UInt8] {
         var result: [UInt8] = []

@@ -115,7 +115,8 @@ final class SignTests: XCTestCase {
         if r.stderr.contains("No module named 'cryptography'") { throw XCTSkip("python3-cryptography missing") }
         XCTAssertEqual(r.stdout, "ok\n", r.stderr)
         XCTAssertEqual(try cairn(["verify", "--repo", repo, "os", "--keys", k.pub]).stdout,
-                       "Good ed25519 signature #0 by trusted key \(k.base64)\nCommit \(c) verified\n")
+                       "ed25519 signature #0: good signature by trusted key \(k.base64)\n"
+                       + "Good ed25519 signature #0 by trusted key \(k.base64)\nCommit \(c) verified\n")
 
         // Debian's ostree (no ed25519 support) reads the .commitmeta cairn wrote.
         let printed = try ostree(["show", "--repo=\(repo)", c, "--print-detached-metadata-key=ostree.sign.ed25519"])

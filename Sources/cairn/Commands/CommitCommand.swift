@@ -17,9 +17,11 @@ struct InitCommand: ParsableCommand {
     }
 
     func run() throws {
-        let parent = parentDirectory(of: repo.path)
+        // Creating a repository is never a default's doing.
+        guard let path = repo.named else { throw ValidationError("give --repo PATH (or set CAIRN_REPO): init creates a repository only where it is told to") }
+        let parent = parentDirectory(of: path)
         if !parent.isEmpty { try? FileManager.default.createDirectory(atPath: parent, withIntermediateDirectories: true) }
-        let r = try Repository.create(path: repo.path, mode: RepoMode(rawValue: mode)!)
+        let r = try Repository.create(path: path, mode: RepoMode(rawValue: mode)!)
         print("Initialised \(r.mode.rawValue) repository at \(r.path)")
     }
 }
@@ -164,11 +166,11 @@ struct CommitCommand: ParsableCommand {
 /// A single self-overwriting status line on a terminal's stderr.
 final class ProgressLine {
     func update(_ text: String) {
-        FileHandle.standardError.write(Data("\r\u{1b}[K\(text)".utf8))
+        Terminal.stderr("\r\u{1b}[K\(text)")
     }
 
     func finish() {
-        FileHandle.standardError.write(Data("\r\u{1b}[K".utf8))
+        Terminal.stderr("\r\u{1b}[K")
     }
 }
 

@@ -11,7 +11,11 @@ struct SysrootOptions: ParsableArguments {
     @Option(name: .long, help: ArgumentHelp("The physical root holding ostree/ and boot/ (default: /).", valueName: "path"))
     var sysroot: String = "/"
 
-    var value: Sysroot { Sysroot(path: sysroot) }
+    var value: Sysroot {
+        let s = Sysroot(path: sysroot)
+        s.notice = Terminal.note
+        return s
+    }
 }
 
 struct SysrootCommand: ParsableCommand {
@@ -29,11 +33,18 @@ struct SysrootInit: ParsableCommand {
     @Option(help: ArgumentHelp("Stateroot (operating system) to create, with its deploy/ and var/.", valueName: "name"))
     var stateroot: String?
 
+    @Flag(help: "Confirm changing this machine's own / and /boot (PATH is /).")
+    var yes = false
+
     @Argument(help: ArgumentHelp("The physical root.", valueName: "path"))
     var path: String
 
     func run() throws {
         let s = Sysroot(path: path)
+        let plan = s.initializationPlan(stateroot: stateroot)
+        if !plan.isEmpty, (try? FileSystem.realPath(Array(path.utf8))) == [0x2f], !yes {
+            throw DeployError("sysroot init /", "this would change the running machine's root: it would create \(plan.joined(separator: ", ")); run again with --yes if that is what you want")
+        }
         try s.initialize(stateroot: stateroot)
         print("Initialised \(path)" + (stateroot.map { " with stateroot \($0)" } ?? ""))
     }

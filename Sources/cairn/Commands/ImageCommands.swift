@@ -47,6 +47,7 @@ func writeOutput(_ bytes: [UInt8], to path: String, mode: mode_t = 0o644) throws
 /// descriptor (stdout for "-", else the temporary file).
 func writeOutput(to path: String, mode: mode_t = 0o644, _ body: (FileDescriptor) throws -> Void) throws {
     if path == "-" {
+        Output.flush()
         try body(FileDescriptor.standardOutput)
         return
     }
@@ -159,7 +160,7 @@ struct ImageCreate: ParsableCommand {
         try writeOutput(bytes, to: image)
         if printDigest {
             let line = hexString(fsVerityDigest(bytes)) + "\n"
-            if image == "-" { FileHandle.standardError.write(Data(line.utf8)) } else { print(line, terminator: "") }
+            if image == "-" { Terminal.stderr(line) } else { print(line, terminator: "") }
         }
     }
 }
@@ -184,7 +185,7 @@ extension ImageCreate {
         try writeOutput(to: image) { fd in digest = try prepared.write(to: fd, digest: printDigest) }
         if let digest {
             let line = hexString(digest) + "\n"
-            if image == "-" { FileHandle.standardError.write(Data(line.utf8)) } else { print(line, terminator: "") }
+            if image == "-" { Terminal.stderr(line) } else { print(line, terminator: "") }
         }
     }
 }

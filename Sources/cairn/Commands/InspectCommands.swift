@@ -156,6 +156,7 @@ struct CatCommand: ParsableCommand {
             throw RepoError("cat \(path)", "is a directory")
         }
         guard !f.isSymlink else { throw RepoError("cat \(path)", "is a symbolic link to \(displayPath(f.symlinkTarget!))") }
+        Output.flush()
         try r.readContent(f.checksum) { try FileDescriptor.standardOutput.write($0) }
     }
 }
