@@ -157,8 +157,15 @@ extension Sysroot {
             let title = try osReleaseTitle(repo: repo, commit: checksum)
 
             // The image every boot mounts; it must be the one the commit names.
-            let image = try repo.composefsImage(commit: checksum)
-            let digest = fsVerityDigest(image)
+            // The digest cache makes it fast; were the cache wrong, the image
+            // would not match and is built again from the objects, each
+            // checked against its checksum, so a corrupt object is named.
+            var image = try repo.composefsImage(commit: checksum, digests: .cached)
+            var digest = fsVerityDigest(image)
+            if let recorded = commit.composefsDigest, recorded != digest {
+                image = try repo.composefsImage(commit: checksum, digests: .verifiedObjects)
+                digest = fsVerityDigest(image)
+            }
             if let recorded = commit.composefsDigest, recorded != digest {
                 throw DeployError("deploying \(checksum)", "the composefs image has digest \(hexString(digest)), which doesn't match expected digest \(hexString(recorded)) recorded in the commit")
             }
@@ -465,5 +472,51 @@ extension Sysroot {
             throw DeployError("config-diff", "there are no deployments")
         }
         return (d, try EtcTree.changes(etcPath: at(d.relativePath) + "/etc", commit: d.checksum, repo: repo).0)
+    }
+}
+
+extension Sysroot {
+    /// The sysroot whose repository is at `repositoryPath`, if it is one
+    /// (`<sysroot>/ostree/repo` beside `<sysroot>/ostree/deploy`).
+    public static func owning(repositoryPath: String) -> Sysroot? {
+        var parts = repositoryPath.split(separator: "/", omittingEmptySubsequences: false).map(String.init)
+        while parts.count > 1 && parts.last == "" { parts.removeLast() }
+        guard parts.count >= 2, parts.suffix(2) == ["ostree", "repo"] else { return nil }
+        let root = parts.dropLast(2).joined(separator: "/")
+        let s = Sysroot(path: root.isEmpty ? (repositoryPath.hasPrefix("/") ? "/" : ".") : root)
+        return s.isInitialized() ? s : nil
+    }
+
+    /// What a deployment needs that is missing or wrong: its commit, a ref
+    /// that keeps the commit from `prune`, its image with the digest the
+    /// commit records. One line per problem, naming the deployment.
+    public func checkDeployments(repo: Repository) throws -> [String] {
+        let state = try loadState()
+        var problems: [String] = []
+        let refs = Dictionary((try repo.refs()).map { ($0.name, $0.commit) }, uniquingKeysWith: { a, _ in a })
+        for (i, d) in state.deployments.enumerated() {
+            let name = "deployment \(i) (\(d.stateroot) \(d.name))"
+            guard let commit = try? repo.commit(d.checksum) else {
+                problems.append("\(name): its commit \(d.checksum) is missing from \(repo.path)")
+                continue
+            }
+            if let v = state.bootVersion, refs["ostree/\(v)/0/\(i)"] != d.checksum {
+                problems.append("\(name): no deployment ref ostree/\(v)/0/\(i) points at its commit, so a prune may delete it")
+            }
+            let imagePath = at(d.relativePath) + "/.ostree.cfs"
+            guard FileSystem.exists(Array(imagePath.utf8)) else { continue }  // an ostree deployment without composefs
+            let image: [UInt8]
+            do {
+                let fd = try FileDescriptor.open(imagePath, O_RDONLY | O_NOFOLLOW)
+                image = try fd.closeAfter { try fd.readAll(limit: 1 << 30) }
+            } catch let e as SystemError {
+                problems.append("\(name): cannot read its image \(imagePath): \(e.message)")
+                continue
+            }
+            if let recorded = commit.composefsDigest, fsVerityDigest(image) != recorded {
+                problems.append("\(name): its image \(imagePath) has digest \(hexString(fsVerityDigest(image))), not the \(hexString(recorded)) its commit records")
+            }
+        }
+        return problems
     }
 }

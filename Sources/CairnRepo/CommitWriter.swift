@@ -232,12 +232,15 @@ extension Repository {
         var metadataEntries = options.metadata
         if options.composefsDigest {
             // The digest is a function of the tree alone: an unchanged tree
-            // keeps its parent's.
+            // keeps its parent's, if the parent commit object is the one its
+            // checksum names. Otherwise every backing object is hashed now:
+            // the digest cache never decides what a commit (and so its
+            // signature) pins.
             if let p = parent, let pc = try? commit(p), pc.rootTree == rootTree, pc.rootMeta == rootMeta,
-               let digest = pc.composefsDigest {
+               let digest = pc.composefsDigest, (try? rawCommitObject(p)).map({ commitAlteration($0, p) == nil }) == true {
                 metadataEntries.append((MetadataKey.composefsDigest, .bytes(digest)))
             } else {
-                let image = try composefsImage(rootTree: rootTree, rootMeta: rootMeta)
+                let image = try composefsImage(rootTree: rootTree, rootMeta: rootMeta, digests: .recompute)
                 metadataEntries.append((MetadataKey.composefsDigest, .bytes(fsVerityDigest(image))))
             }
         }

@@ -5,14 +5,34 @@ import Composefs
 import Glibc
 #endif
 
+/// Where the fs-verity digests of backing objects come from.
+public enum DigestSource: Sendable, Equatable {
+    /// The repository's digest cache where it knows them. Only for images
+    /// that are checked against a digest from elsewhere (a signed commit's),
+    /// since anyone who can write the repository can write the cache.
+    case cached
+    /// Measured or computed from the objects: what goes into a commit.
+    case recompute
+    /// Like `recompute`, each object's content checksum verified first.
+    case verifiedObjects
+}
+
 /// Composefs images of commits, built as ostree builds them (composefs
 /// spec §17): the commit's tree with each non-empty regular file redirected
 /// to its loose object `xx/<62 hex>.file` and pinned by that object's
 /// fs-verity digest.
 extension Repository {
     /// The tree of a commit's root (dirtree, dirmeta) for the composefs
-    /// writer, with fs-verity digests of every backing object.
-    public func composefsTree(rootTree: String, rootMeta: String) throws -> ComposefsTree {
+    /// writer, with fs-verity digests of every backing object: from
+    /// `known` where given, else as `digests` says.
+    public func composefsTree(rootTree: String, rootMeta: String, digests source: DigestSource = .recompute,
+                              known: [String: [UInt8]] = [:]) throws -> ComposefsTree {
+        var memo = known
+        return try composefsTree(rootTree: rootTree, rootMeta: rootMeta, digests: source, memo: &memo)
+    }
+
+    /// As above; `memo` gains every digest looked up, for the next tree.
+    func composefsTree(rootTree: String, rootMeta: String, digests source: DigestSource, memo: inout [String: [UInt8]]) throws -> ComposefsTree {
         let rootDir = try dirMeta(rootMeta)
         var tree = ComposefsTree(root: ComposefsNode(mode: rootDir.mode, uid: rootDir.uid, gid: rootDir.gid,
                                                      xattrs: rootDir.xattrs.map { ComposefsXattr(name: $0.name, value: $0.value) }))
@@ -51,21 +71,23 @@ extension Repository {
             throw RepoError("building the composefs tree of \(rootTree)", e.description)
         }
 
-        let digests = try verityDigests(of: Array(backed.keys))
+        let unknown = backed.keys.filter { memo[$0] == nil }
+        for (c, d) in try verityDigests(of: Array(unknown), source) { memo[c] = d }
         for (checksum, entries) in backed {
-            for e in entries { tree[e].digest = digests[checksum] }
+            for e in entries { tree[e].digest = memo[checksum] }
         }
         return tree
     }
 
     /// The composefs image of a commit as ostree writes it (`.ostree.cfs`).
-    public func composefsImage(commit checksum: String) throws -> [UInt8] {
+    public func composefsImage(commit checksum: String, digests: DigestSource = .recompute, known: [String: [UInt8]] = [:]) throws -> [UInt8] {
         let c = try commit(checksum)
-        return try composefsImage(rootTree: c.rootTree, rootMeta: c.rootMeta)
+        return try composefsImage(rootTree: c.rootTree, rootMeta: c.rootMeta, digests: digests, known: known)
     }
 
-    public func composefsImage(rootTree: String, rootMeta: String) throws -> [UInt8] {
-        let tree = try composefsTree(rootTree: rootTree, rootMeta: rootMeta)
+    public func composefsImage(rootTree: String, rootMeta: String, digests: DigestSource = .recompute,
+                               known: [String: [UInt8]] = [:]) throws -> [UInt8] {
+        let tree = try composefsTree(rootTree: rootTree, rootMeta: rootMeta, digests: digests, known: known)
         do {
             return try OstreeMode.image(of: tree)
         } catch let e as ComposefsError {
@@ -73,18 +95,28 @@ extension Repository {
         }
     }
 
-    /// fs-verity digests of file objects, from the repository's cache where
-    /// known; the others are measured by the kernel (enabling fs-verity on
-    /// the object first where the filesystem supports it) or computed, on
-    /// all cores, and added to the cache.
-    public func verityDigests(of checksums: [String]) throws -> [String: [UInt8]] {
+    /// fs-verity digests of file objects. With `.cached`, from the
+    /// repository's cache where it has them; every other digest is measured
+    /// by the kernel (enabling fs-verity on the object first where the
+    /// filesystem supports it) or computed, on all cores, and added to the
+    /// cache. With `.verifiedObjects`, each object hashed is also checked
+    /// against its content checksum first.
+    public func verityDigests(of checksums: [String], _ source: DigestSource = .recompute) throws -> [String: [UInt8]] {
         let cache = VerityDigestCache(repositoryPath: path)
         var result: [String: [UInt8]] = [:]
         var missing: [String] = []
         for c in checksums {
-            if let d = cache[c] { result[c] = d } else { missing.append(c) }
+            if source == .cached, let d = cache[c] { result[c] = d } else { missing.append(c) }
         }
         guard !missing.isEmpty else { return result }
+        if source == .verifiedObjects {
+            for c in missing {
+                var error: UnsafeMutablePointer<GError>? = nil
+                guard ostree_repo_fsck_object(repo, OSTREE_OBJECT_TYPE_FILE, c, nil, &error) != 0 else {
+                    throw RepoError("file object \(c) is corrupt", consumeGError(error))
+                }
+            }
+        }
 
         // Objects written in the current transaction are still in libostree's
         // staging folder, so descriptors come from libostree (one thread, in
@@ -128,7 +160,7 @@ extension Repository {
         var fresh: [(checksum: String, digest: [UInt8])] = []
         for (i, c) in missing.enumerated() {
             result[c] = computed[i]!
-            fresh.append((c, computed[i]!))
+            if cache[c] != computed[i]! { fresh.append((c, computed[i]!)) }  // the file only grows by what it lacks or has wrong
         }
         _ = cache.record(fresh)  // a cache that cannot be written only costs time later
         return result

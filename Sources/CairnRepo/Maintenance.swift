@@ -1,5 +1,6 @@
 import COSTree
 import CairnSystem
+import Composefs
 
 public struct FsckReport: Sendable {
     public var objectsChecked = 0
@@ -93,14 +94,35 @@ extension Repository {
             report.objectsChecked += 1
             progress?(i + 1, objects.count)
         }
+        // Each commit complete, and its image the one it records, rebuilt
+        // from the objects themselves (never from the digest cache, which is
+        // read first and checked against what the objects say).
+        let cache = VerityDigestCache(repositoryPath: path)
+        var fresh: [String: [UInt8]] = [:]
         for commit in objects where commit.type == OSTREE_OBJECT_TYPE_COMMIT {
             report.commitsChecked += 1
             do {
+                var complete = true
                 for needed in try reachable(from: commit.checksum) where !present.contains(needed) {
                     report.problems.append("commit \(commit.checksum): missing \(Self.typeName(needed.type)) \(needed.checksum)")
+                    complete = false
+                }
+                let info = try self.commit(commit.checksum)
+                guard complete, let recorded = info.composefsDigest else { continue }
+                let tree = try composefsTree(rootTree: info.rootTree, rootMeta: info.rootMeta, digests: .recompute, memo: &fresh)
+                let digest = fsVerityDigest(try OstreeMode.image(of: tree))
+                if digest != recorded {
+                    report.problems.append("commit \(commit.checksum): its composefs image has digest \(hexString(digest)), not the \(hexString(recorded)) it records")
                 }
             } catch let error as RepoError {
                 report.problems.append("commit \(commit.checksum): \(error.reason)")
+            } catch {
+                report.problems.append("commit \(commit.checksum): \(error)")
+            }
+        }
+        for (checksum, digest) in fresh.sorted(by: { $0.key < $1.key }) {
+            if let cached = cache[checksum], cached != digest {
+                report.problems.append("fs-verity digest cache \(cache.path): object \(checksum) is recorded with \(hexString(cached)), its digest is \(hexString(digest)) (the cache was altered; cairn never signs from it, and the right digest is recorded now)")
             }
         }
         return report

@@ -1,4 +1,5 @@
 import ArgumentParser
+import CairnDeploy
 import CairnRepo
 import CairnSystem
 import Foundation
@@ -199,17 +200,35 @@ struct DiffCommand: ParsableCommand {
 }
 
 struct FsckCommand: ParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "fsck", abstract: "Verify every object's checksum and that every commit is complete.")
+    static let configuration = CommandConfiguration(
+        commandName: "fsck",
+        abstract: "Verify every object's checksum, that every commit is complete, and that each commit's composefs image is the one it records.",
+        discussion: "On a sysroot's repository (--sysroot, or a --repo at <sysroot>/ostree/repo) every deployment is checked too: its commit, the ref that keeps it from prune, and its image's digest."
+    )
 
     @OptionGroup var repo: RepoOptions
 
+    @Option(help: ArgumentHelp("Check this sysroot's repository and deployments.", valueName: "path"))
+    var sysroot: String?
+
+    func validate() throws {
+        if sysroot != nil && repo.repo != nil { throw ValidationError("give --sysroot or --repo, not both") }
+    }
+
     func run() throws {
-        let r = try repo.open()
+        let s = sysroot.map { Sysroot(path: $0) }
+        let r = try s?.repository() ?? repo.open()
         let progress = Terminal.stderrIsTerminal ? ProgressLine() : nil
-        let report = try r.fsck(progress: progress.map { p in { done, total in if done % 500 == 0 { p.update("fsck: \(done)/\(total) objects") } } })
+        var report = try r.fsck(progress: progress.map { p in { done, total in if done % 500 == 0 { p.update("fsck: \(done)/\(total) objects") } } })
         progress?.finish()
+        var deployments = ""
+        if let owner = s ?? Sysroot.owning(repositoryPath: r.path) {
+            let problems = try owner.checkDeployments(repo: r)
+            report.problems += problems
+            deployments = " and the deployments of \(owner.path)"
+        }
         for problem in report.problems { Terminal.error(problem) }
-        print("Checked \(report.objectsChecked) objects in \(report.commitsChecked) commits: " +
+        print("Checked \(report.objectsChecked) objects in \(report.commitsChecked) commits\(deployments): " +
               (report.problems.isEmpty ? "no problems" : "\(report.problems.count) problem(s)"))
         if !report.problems.isEmpty { throw ExitCode(1) }
     }
