@@ -4,23 +4,6 @@ import CairnSystem
 import Glibc
 #endif
 
-/// Points where a test may ask a mutating command to die (SIGKILL), through
-/// `CAIRN_TEST_CRASH_AT=<step>`: crash safety is tested at every boundary.
-public enum CrashPoint: String, CaseIterable, Sendable {
-    case deploymentWritten = "deployment-written"
-    case kernelCopied = "kernel-copied"
-    case bootSetWritten = "bootset-written"
-    case switched
-    case originWritten = "origin-written"
-    case removedOne = "removed-one"
-    case pruned
-
-    func reach() {
-        guard let wanted = getenv("CAIRN_TEST_CRASH_AT"), String(cString: wanted) == rawValue else { return }
-        kill(getpid(), SIGKILL)
-    }
-}
-
 extension Sysroot {
     /// Makes `deployments` (default first) the boot entry set, atomically:
     /// the new entries and `ostree=` symlink farm are written and synced

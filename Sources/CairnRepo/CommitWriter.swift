@@ -255,6 +255,7 @@ extension Repository {
         }
         let checksum = takeGString(out) ?? ""
         try options.sign?(self, checksum)
+        CrashPoint.commitSigned.reach()
         ostree_repo_transaction_set_ref(repo, nil, options.branch, checksum)
         try gcall(context) { ostree_repo_commit_transaction(repo, nil, nil, $0) }
         committed = true

@@ -114,6 +114,26 @@ public enum TestSupport {
         return String(cString: p)
     }
 
+    /// Runs a shell script as root in a throwaway copy of this machine's /:
+    /// an overlay of / with its upper layer on a tmpfs, in a private mount
+    /// namespace, with /proc and /dev bound. Whatever the script changes in
+    /// / vanishes with the namespace. `scratch` holds the mount points.
+    public static func inThrowawayRoot(scratch: String, _ script: String) throws -> ProcessResult {
+        let base = scratch + "/throwaway-root"
+        try FileManager.default.createDirectory(atPath: base, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: base) }
+        try script.write(toFile: scratch + "/throwaway-script.sh", atomically: true, encoding: .utf8)
+        return try run("unshare", ["-m", "--propagation", "private", "/bin/sh", "-c", """
+            set -e
+            mount -t tmpfs tmpfs '\(base)'
+            mkdir '\(base)/upper' '\(base)/work' '\(base)/root'
+            mount -t overlay overlay -o lowerdir=/,upperdir='\(base)/upper',workdir='\(base)/work' '\(base)/root'
+            mount --rbind /proc '\(base)/root/proc'
+            mount --rbind /dev '\(base)/root/dev'
+            exec chroot '\(base)/root' /bin/sh '\(scratch)/throwaway-script.sh'
+            """])
+    }
+
     /// Removes a scratch folder, first lifting the immutable flag ostree
     /// sets on deployment folders.
     public static func remove(_ path: String) {
