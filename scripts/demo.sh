@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The main job on a small sample OS tree, each command shown before it runs:
-# a sysroot in a temporary folder, two commits of the sample tree (with a
-# Debian cloud kernel, fetched once into /var/tmp/cairn-cache), two
+# a sysroot in a temporary folder that trusts one vendor key, two signed
+# commits of the sample tree (with a Debian cloud kernel, fetched once into
+# /var/tmp/cairn-cache), an unsigned commit that deploy refuses, two
 # deployments, status, rollback, and (as root) the default deployment's
 # image mounted read-only.
 # usage: demo.sh PATH-TO-CAIRN
@@ -24,8 +25,11 @@ export CAIRN_REPO=$sysroot/ostree/repo
 echo "Working in $work (removed at the end); kernel $kver; CAIRN_REPO=$CAIRN_REPO"
 
 step "$cairn" sysroot init "$sysroot" --stateroot sample
+step "$cairn" keygen --output "$work/vendor"
+step "$cairn" trust add --sysroot "$sysroot" "$work/vendor.pub"
 "$here/make-sample-tree.sh" "$work/tree" 1.0 "$kroot" "$kver"
-step "$cairn" commit --branch sample/x86_64 --subject "Sample OS 1.0" --add-metadata-string version=1.0 "$work/tree"
+step "$cairn" commit --branch sample/x86_64 --subject "Sample OS 1.0" --add-metadata-string version=1.0 \
+    --sign-key "$work/vendor.secret" "$work/tree"
 step "$cairn" log sample/x86_64
 step "$cairn" ls sample/x86_64 /usr/etc
 
@@ -34,7 +38,11 @@ echo "demo-host" > "$(ls -d "$sysroot"/ostree/deploy/sample/deploy/*.0 | head -1
 echo "(edited /etc/hostname of the deployment, as a user would)"
 
 "$here/make-sample-tree.sh" "$work/tree" 1.1 "$kroot" "$kver"
-step "$cairn" commit --branch sample/x86_64 --subject "Sample OS 1.1" --add-metadata-string version=1.1 "$work/tree"
+step "$cairn" commit --branch sample/unsigned --subject "Unsigned" "$work/tree"
+if step "$cairn" deploy --sysroot "$sysroot" sample/unsigned; then echo "an unsigned commit was deployed"; exit 1; fi
+echo "(refused, as it must be: the sysroot trusts only the vendor key)"
+step "$cairn" commit --branch sample/x86_64 --subject "Sample OS 1.1" --add-metadata-string version=1.1 \
+    --sign-key "$work/vendor.secret" "$work/tree"
 step "$cairn" diff sample/x86_64^ sample/x86_64
 step "$cairn" deploy --sysroot "$sysroot" sample/x86_64
 step "$cairn" status --sysroot "$sysroot"
