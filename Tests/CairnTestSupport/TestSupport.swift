@@ -31,9 +31,12 @@ public enum TestSupport {
         Bundle.main.bundleURL.deletingLastPathComponent().standardizedFileURL
     }()
 
-    /// Path of a built executable of this package (`make test` builds them first).
+    /// Path of a built executable of this package (`make test` builds them
+    /// first). `CAIRN_TEST_BIN=DIR` runs the tests against the programs in
+    /// DIR instead (another build, or an older version to see a test fail).
     public static func executable(_ name: String) throws -> String {
-        for folder in [buildFolder, buildFolder.appendingPathComponent(".."), packageRoot.appendingPathComponent(".build/debug")] {
+        let override = ProcessInfo.processInfo.environment["CAIRN_TEST_BIN"].map { [URL(fileURLWithPath: $0)] } ?? []
+        for folder in override + [buildFolder, buildFolder.appendingPathComponent(".."), packageRoot.appendingPathComponent(".build/debug")] {
             let candidate = folder.appendingPathComponent(name).standardizedFileURL.path
             if FileManager.default.isExecutableFile(atPath: candidate) { return candidate }
         }
