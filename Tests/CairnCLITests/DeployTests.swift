@@ -297,28 +297,6 @@ final class DeployTests: SysrootTestCase {
         try cairn(["kargs", "--sysroot", sys, "--append", "a b"], expect: 2)
         XCTAssertEqual(try status().count, 2)
     }
-
-    func testSecondCommandWaitsForTheLockThenSaysWhoHoldsIt() throws {
-        try TestSupport.require(tool: "flock")
-        try cairn(["sysroot", "init", sys, "--stateroot", "os"])
-        try commit("1.0")
-        try cairn(["deploy", "--sysroot", sys, "os/x"])
-        try commit("2.0")
-        let holder = Process()
-        holder.executableURL = URL(fileURLWithPath: "/usr/bin/flock")
-        holder.arguments = [sys + "/ostree/lock", "-c", "echo 'pid 4242: cairn deploy' > '\(sys)/ostree/lock'; sleep 3"]
-        try holder.run()
-        defer { holder.waitUntilExit() }
-        usleep(300_000)
-        let start = Date()
-        let r = try TestSupport.run(cairnPath, ["deploy", "--sysroot", sys, "os/x"], environment: ["CAIRN_LOCK_TIMEOUT": "1"])
-        XCTAssertEqual(r.status, 1)
-        XCTAssertTrue(r.stderr.contains("pid 4242: cairn deploy"), r.stderr)
-        XCTAssertGreaterThanOrEqual(Date().timeIntervalSince(start), 1)
-        holder.waitUntilExit()
-        try cairn(["deploy", "--sysroot", sys, "os/x"])  // free again
-        XCTAssertEqual(try status().count, 2)
-    }
 }
 
 extension DeployTests {

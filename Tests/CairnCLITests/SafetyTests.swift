@@ -255,12 +255,17 @@ final class SafetyTests: SysrootTestCase {
         try holder.run()
         defer { holder.waitUntilExit() }
         usleep(400_000)
+        let start = Date()
         let r = try TestSupport.run(cairnPath, ["deploy", "--sysroot", sys, "os/x"], environment: ["CAIRN_LOCK_TIMEOUT": "1"])
         XCTAssertEqual(r.status, 1)
+        XCTAssertGreaterThanOrEqual(Date().timeIntervalSince(start), 1, "it waited")
         let lines = r.stderr.split(separator: "\n")
         XCTAssertTrue(lines.first?.contains("waiting for the sysroot lock") == true, r.stderr)
         XCTAssertTrue(r.stderr.contains("pid \(holder.processIdentifier)"), "the real holder: \(r.stderr)")
-        XCTAssertTrue(r.stderr.contains("stale"), r.stderr)
+        XCTAssertTrue(r.stderr.contains("stale") && r.stderr.contains("pid 999999: cairn deploy"), r.stderr)
+        holder.waitUntilExit()
+        try cairn(["deploy", "--sysroot", sys, "os/x"])  // free again
+        XCTAssertEqual(try status().count, 2)
     }
 
     // MARK: Signing
