@@ -20,49 +20,59 @@ extension Sysroot {
         try removeTree(loaderNew)
         try removeBootFarms(version: new)
         let repo = try repository()
-        try writeDeploymentRefs(deployments, bootVersion: new, repo: repo)
-
-        var serials: [String: Int] = [:]
-        var bootSerials: [Int] = []
-        for d in deployments {
-            let key = d.stateroot + "/" + d.bootChecksum
-            bootSerials.append(serials[key, default: 0])
-            serials[key, default: 0] += 1
-        }
-        for (d, bootSerial) in zip(deployments, bootSerials) {
-            let dir = at("\(farmDir)/\(d.stateroot)/\(d.bootChecksum)")
-            try makeDirectories(dir)
-            let link = dir + "/\(bootSerial)"
-            guard symlink("../../../deploy/\(d.stateroot)/deploy/\(d.name)", link) == 0 else {
-                throw DeployError("writing \(link)", String(cString: strerror(errno)))
-            }
-        }
-        try makeDirectories(at(farmDir))
-        let farmLink = at("ostree/boot.\(new)")
-        guard symlink("boot.\(new).0", farmLink) == 0 else {
-            throw DeployError("writing \(farmLink)", String(cString: strerror(errno)))
-        }
-
-        try makeDirectories(loaderNew + "/entries")
-        let count = deployments.count
-        for (i, (d, bootSerial)) in zip(deployments, bootSerials).enumerated() {
-            let n = count - i
-            let entry = try bootEntry(for: d, index: i, version: n, bootVersion: new, bootSerial: bootSerial)
-            let file = loaderNew + "/entries/ostree-\(n)-\(d.stateroot).conf"
-            try writeFileAtomically(file, Array(try entry.validatedText("the boot entry of \(d.stateroot) \(d.name)").utf8))
-        }
-        try syncFilesystems()  // the farm, the entries and the deployments they name are on disk
-        CrashPoint.bootSetWritten.reach()
-
-        let tmpLink = at("boot/loader.tmp")
-        unlink(tmpLink)
-        guard symlink("loader.\(new)", tmpLink) == 0 else {
-            throw DeployError("writing \(tmpLink)", String(cString: strerror(errno)))
-        }
+        // Until the switch, a failure takes back what this call wrote, so the
+        // sysroot (refs included) is as it was.
         do {
-            try FileSystem.rename(Array(tmpLink.utf8), to: Array(at("boot/loader").utf8))
-            try FileSystem.syncDirectory(at("boot"))
-        } catch let e as SystemError {
+            try writeDeploymentRefs(deployments, bootVersion: new, repo: repo)
+
+            var serials: [String: Int] = [:]
+            var bootSerials: [Int] = []
+            for d in deployments {
+                let key = d.stateroot + "/" + d.bootChecksum
+                bootSerials.append(serials[key, default: 0])
+                serials[key, default: 0] += 1
+            }
+            for (d, bootSerial) in zip(deployments, bootSerials) {
+                let dir = at("\(farmDir)/\(d.stateroot)/\(d.bootChecksum)")
+                try makeDirectories(dir)
+                let link = dir + "/\(bootSerial)"
+                guard symlink("../../../deploy/\(d.stateroot)/deploy/\(d.name)", link) == 0 else {
+                    throw DeployError("writing \(link)", String(cString: strerror(errno)))
+                }
+            }
+            try makeDirectories(at(farmDir))
+            let farmLink = at("ostree/boot.\(new)")
+            guard symlink("boot.\(new).0", farmLink) == 0 else {
+                throw DeployError("writing \(farmLink)", String(cString: strerror(errno)))
+            }
+
+            try makeDirectories(loaderNew + "/entries")
+            let count = deployments.count
+            for (i, (d, bootSerial)) in zip(deployments, bootSerials).enumerated() {
+                let n = count - i
+                let entry = try bootEntry(for: d, index: i, version: n, bootVersion: new, bootSerial: bootSerial)
+                let file = loaderNew + "/entries/ostree-\(n)-\(d.stateroot).conf"
+                try writeFileAtomically(file, Array(try entry.validatedText("the boot entry of \(d.stateroot) \(d.name)").utf8))
+            }
+            try syncFilesystems()  // the farm, the entries and the deployments they name are on disk
+            CrashPoint.bootSetWritten.reach()
+
+            let tmpLink = at("boot/loader.tmp")
+            unlink(tmpLink)
+            guard symlink("loader.\(new)", tmpLink) == 0 else {
+                throw DeployError("writing \(tmpLink)", String(cString: strerror(errno)))
+            }
+            do { try FileSystem.rename(Array(tmpLink.utf8), to: Array(at("boot/loader").utf8)) } catch let e as SystemError {
+                throw DeployError("switching \(at("boot/loader"))", e.message)
+            }
+        } catch {
+            try? removeDeploymentRefs(repo: repo) { $0 == new }
+            try? removeTree(loaderNew)
+            try? removeBootFarms(version: new)
+            throw error
+        }
+        // Switched: from here on the new set is the current one, whatever fails.
+        do { try FileSystem.syncDirectory(at("boot")) } catch let e as SystemError {
             throw DeployError("switching \(at("boot/loader"))", e.message)
         }
         CrashPoint.switched.reach()

@@ -222,7 +222,11 @@ extension Sysroot {
                 kept.append(d)
             }
             let removed = list.filter { d in !kept.contains { $0.name == d.name && $0.stateroot == d.stateroot } }
-            try writeBootSet(kept)
+            do { try writeBootSet(kept) } catch {
+                // Not switched: the new deployment is referenced by nothing, and goes.
+                if (try? currentBootVersion()) == state.bootVersion { try? removeDeploymentFiles(deployment) }
+                throw error
+            }
             for (i, d) in removed.enumerated() {
                 try removeDeploymentFiles(d)
                 if i == 0 { CrashPoint.removedOne.reach() }
