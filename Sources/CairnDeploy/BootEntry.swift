@@ -42,7 +42,7 @@ public struct BootEntry: Equatable, Sendable {
             guard !key.isEmpty, key.utf8.allSatisfy({ (0x61...0x7a).contains($0) || $0 == 0x5f || $0 == 0x2d }) else {
                 throw DeployError("writing \(what)", "invalid key '\(key.debugDescription.dropFirst().dropLast())'")
             }
-            if let bad = value.unicodeScalars.first(where: { $0.value < 0x20 || $0.value == 0x7f || (0x80..<0xa0).contains($0.value) }) {
+            if let bad = firstControlCharacter(value) {
                 throw DeployError("writing \(what)", "the \(key) value '\(value.debugDescription.dropFirst().dropLast())' contains the control character U+\(String(bad.value, radix: 16, uppercase: true))")
             }
         }
@@ -61,6 +61,12 @@ public struct BootEntry: Equatable, Sendable {
 
     /// Sort key: the numeric `version` (ostree gives the default the highest).
     public var version: Int { Int(self["version"] ?? "") ?? -1 }
+}
+
+/// The first C0 or C1 control character (tab, CR and LF among them): none
+/// may stand in a boot entry's value.
+func firstControlCharacter(_ text: String) -> Unicode.Scalar? {
+    text.unicodeScalars.first { $0.value < 0x20 || $0.value == 0x7f || (0x80..<0xa0).contains($0.value) }
 }
 
 extension StringProtocol {

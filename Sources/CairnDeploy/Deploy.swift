@@ -257,8 +257,7 @@ extension Sysroot {
                 if line.last == 0x0d { line.removeLast() }
                 var value = Array(line.dropFirst(key.count))
                 if value.count >= 2, let q = value.first, q == 0x22 || q == 0x27, value.last == q { value = Array(value.dropFirst().dropLast()) }
-                guard let text = String(validating: value, as: UTF8.self),
-                      !text.unicodeScalars.contains(where: { $0.value < 0x20 || $0.value == 0x7f || (0x80..<0xa0).contains($0.value) }) else {
+                guard let text = String(validating: value, as: UTF8.self), firstControlCharacter(text) == nil else {
                     throw DeployError("deploying \(commit)", "PRETTY_NAME in \(path) is not UTF-8 text without control characters: \(displayPath(value))")
                 }
                 return text
