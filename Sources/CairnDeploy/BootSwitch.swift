@@ -151,6 +151,6 @@ func removeTree(_ path: String) throws {
         do { dir = try FileDescriptor.open(parent, O_RDONLY | O_DIRECTORY) } catch let e as SystemError where e.errno == ENOENT { return }
         try dir.closeAfter { try FileSystem.removeTree(name, in: dir, path: bytes) }
     } catch let e as SystemError {
-        throw DeployError("removing \(displayPath(e.path ?? bytes))", e.message)
+        throw DeployError("removing \(displayPath(e.path ?? bytes))", "\(e.operation): \(e.message)")
     }
 }

@@ -182,7 +182,7 @@ extension FileSystem {
                 let children: [[UInt8]]
                 do {
                     guard try sub.mountID() == directory.mountID() else {
-                        throw SystemError(errno: EXDEV, operation: "removing (a mount point, not crossed)", path: path)
+                        throw SystemError(errno: EXDEV, operation: "a mount point, not crossed", path: path)
                     }
                     children = try directoryEntries([0x2e], relativeTo: sub)
                 } catch let e as SystemError where e.path != path {
@@ -197,7 +197,7 @@ extension FileSystem {
             }
             if removed { return }
         }
-        throw SystemError(errno: EAGAIN, operation: "removing (it keeps changing)", path: path)
+        throw SystemError(errno: EAGAIN, operation: "it keeps changing", path: path)
     }
 }
 
