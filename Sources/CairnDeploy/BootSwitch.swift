@@ -174,18 +174,19 @@ extension Sysroot {
 }
 
 /// Removes a file, symlink or directory tree; absent is fine. Does not
-/// follow symlinks and does not cross into other filesystems' mounts.
+/// follow symlinks and does not cross mount points; names are bytes, so a
+/// deployment whose /etc holds names that are not UTF-8 goes too.
 func removeTree(_ path: String) throws {
-    let bytes = Array(path.utf8)
-    guard let st = try? FileSystem.lstat(bytes) else { return }
-    if (st.st_mode & S_IFMT) == S_IFDIR {
-        let children: [[UInt8]]
-        do { children = try FileSystem.directoryEntries(bytes) } catch let e as SystemError {
-            throw DeployError("removing \(path)", e.message)
-        }
-        for child in children { try removeTree(path + "/" + String(decoding: child, as: UTF8.self)) }
-        guard rmdir(path) == 0 || errno == ENOENT else { throw DeployError("removing \(path)", String(cString: strerror(errno))) }
-    } else {
-        guard unlink(path) == 0 || errno == ENOENT else { throw DeployError("removing \(path)", String(cString: strerror(errno))) }
+    var bytes = Array(path.utf8)
+    while bytes.count > 1 && bytes.last == 0x2f { bytes.removeLast() }
+    let slash = bytes.lastIndex(of: 0x2f)
+    let parent = slash.map { $0 == 0 ? [0x2f] : Array(bytes[..<$0]) } ?? [0x2e]
+    let name = slash.map { Array(bytes[($0 + 1)...]) } ?? bytes
+    do {
+        let dir: FileDescriptor
+        do { dir = try FileDescriptor.open(parent, O_RDONLY | O_DIRECTORY) } catch let e as SystemError where e.errno == ENOENT { return }
+        try dir.closeAfter { try FileSystem.removeTree(name, in: dir, path: bytes) }
+    } catch let e as SystemError {
+        throw DeployError("removing \(displayPath(e.path ?? bytes))", "\(e.operation): \(e.message)")
     }
 }

@@ -474,7 +474,7 @@ extension Sysroot {
         guard let d = state.bootedIndex.map({ state.deployments[$0] }) ?? state.deployments.first else {
             throw DeployError("config-diff", "there are no deployments")
         }
-        return (d, try EtcTree.changes(etcPath: at(d.relativePath) + "/etc", commit: d.checksum, repo: repo).0)
+        return (d, try EtcTree.changes(etcPath: at(d.relativePath) + "/etc", commit: d.checksum, repo: repo))
     }
 }
 

@@ -73,12 +73,6 @@ public enum FileSystem {
         }
     }
 
-    /// Sets an extended attribute without following symlinks.
-    public static func setXattr(_ path: [UInt8], name: [UInt8], value: [UInt8]) throws {
-        let r = path.withCString { p in name.withCString { n in value.withUnsafeBytes { lsetxattr(p, n, $0.baseAddress, $0.count, 0) } } }
-        guard r == 0 else { throw SystemError.current("lsetxattr", path: path) }
-    }
-
     /// Names in the directory `path`, without "." and "..", unsorted.
     public static func directoryEntries(_ path: [UInt8], relativeTo dir: FileDescriptor = .currentWorkingDirectory) throws -> [[UInt8]] {
         try directoryEntriesWithTypes(path, relativeTo: dir).map(\.name)

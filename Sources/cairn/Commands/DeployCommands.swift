@@ -112,9 +112,12 @@ struct DeployCommand: ParsableCommand {
         print("  composefs digest: \(hexString(result.composefsDigest))")
         if let etc = result.etc {
             print("  /etc: \(etc.modified.count) modified, \(etc.added.count) added, \(etc.removed.count) removed carried over")
-            for p in etc.modified { print("    M /etc/\(p)") }
-            for p in etc.added { print("    A /etc/\(p)") }
-            for p in etc.removed { print("    D /etc/\(p)") }
+            for p in etc.modified { print("    M /etc/\(displayPath(p))") }
+            for p in etc.added { print("    A /etc/\(displayPath(p))") }
+            for p in etc.removed { print("    D /etc/\(displayPath(p))") }
+            for f in etc.specialFiles { print("    carried \(f.kind) /etc/\(displayPath(f.path))") }
+            for h in etc.hardlinks { print("    hardlink /etc/\(displayPath(h.path)) to /etc/\(displayPath(h.target))") }
+            for p in etc.skippedSockets { Terminal.warning("left out the socket /etc/\(displayPath(p)): sockets cannot be carried into the new /etc") }
         } else {
             print("  /etc: the new defaults (no previous deployment to merge)")
         }
@@ -301,9 +304,9 @@ struct ConfigDiffCommand: ParsableCommand {
 
     func run() throws {
         let (_, changes) = try sysroot.value.configDiff()
-        for p in changes.modified { print("M    /etc/\(p)") }
-        for p in changes.added { print("A    /etc/\(p)") }
-        for p in changes.removed { print("D    /etc/\(p)") }
+        for p in changes.modified { print("M    /etc/\(displayPath(p))") }
+        for p in changes.added { print("A    /etc/\(displayPath(p))") }
+        for p in changes.removed { print("D    /etc/\(displayPath(p))") }
     }
 }
 
