@@ -6,50 +6,8 @@ import XCTest
 /// /etc: new defaults that turn a changed directory into a symlink, a
 /// rename race during the deploy, names that are not UTF-8, and fifos,
 /// device nodes, sockets and hardlinks.
-final class EtcMergeTests: CairnTestCase {
+final class EtcMergeTests: SysrootTestCase {
     override var scratchName: String { "cairn-etc" }
-
-    /// Where the sysroot goes; a test with several sysroots moves it.
-    var base = ""
-    var sys: String { base + "/sysroot" }
-    var repo: String { sys + "/ostree/repo" }
-
-    override func setUpWithError() throws {
-        try super.setUpWithError()
-        base = dir
-    }
-
-    /// The sample OS tree of `version` with a kernel, as in DeployTests.
-    func makeTree(_ version: String) throws -> String {
-        let tree = base + "/tree-\(version)"
-        let script = TestSupport.packageRoot.appendingPathComponent("scripts/make-sample-tree.sh").path
-        try TestSupport.sh("""
-            '\(script)' '\(tree)' \(version)
-            mkdir -p '\(tree)/usr/lib/modules/6.12.0'
-            echo kernel > '\(tree)/usr/lib/modules/6.12.0/vmlinuz'
-            echo initramfs > '\(tree)/usr/lib/modules/6.12.0/initramfs.img'
-            """)
-        return tree
-    }
-
-    @discardableResult
-    func commit(_ version: String, extra: String = "") throws -> String {
-        let tree = try makeTree(version)
-        if !extra.isEmpty { try TestSupport.sh("cd '\(tree)' && \(extra)") }
-        return try cairn(["commit", "--repo", repo, "-b", "os/x", "--add-metadata-string", "version=\(version)", tree]).lastLine
-    }
-
-    func status() throws -> [[String: Any]] {
-        let json = try XCTUnwrap(JSONSerialization.jsonObject(with: try cairn(["status", "--sysroot", sys, "--json"]).stdoutData) as? [String: Any])
-        return try XCTUnwrap(json["deployments"] as? [[String: Any]])
-    }
-
-    func deploymentPath(_ d: [String: Any]) -> String { d["path"] as! String }
-
-    /// Every entry below `path` with type, mode, owner, size, link target and content digest.
-    func snapshot(_ path: String) throws -> String {
-        try TestSupport.sh("cd '\(path)' && find . -printf '%p %y %m %U %G %s %l\\n' | sort && find . -type f -exec sha256sum {} + | sort")
-    }
 
     // MARK: Symlinked parents
 

@@ -5,12 +5,19 @@ import XCTest
 /// Command-line tests on a sysroot in the scratch folder: sample OS trees
 /// with a kernel, commits to os/x, `cairn status --json`.
 class SysrootTestCase: CairnTestCase {
-    var sys: String { dir + "/sysroot" }
+    /// Where the sysroot and trees go; a test with several sysroots moves it.
+    var base = ""
+    var sys: String { base + "/sysroot" }
     var repo: String { sys + "/ostree/repo" }
+
+    override func setUpWithError() throws {
+        try super.setUpWithError()
+        base = dir
+    }
 
     /// The sample OS tree of `version`, with a kernel and initramfs in /usr/lib/modules.
     func makeTree(_ version: String, kernel: String = "kernel-1") throws -> String {
-        let tree = dir + "/tree-\(version)"
+        let tree = base + "/tree-\(version)"
         let script = TestSupport.packageRoot.appendingPathComponent("scripts/make-sample-tree.sh").path
         try TestSupport.sh("""
             '\(script)' '\(tree)' \(version)
@@ -46,7 +53,8 @@ class SysrootTestCase: CairnTestCase {
         }
     }
 
+    /// Every entry below `path` with type, mode, owner, size, link target and content digest.
     func snapshot(_ path: String) throws -> String {
-        try TestSupport.sh("cd '\(path)' && find . -printf '%p %m %U %G %s %l\\n' | sort && find . -type f -exec sha256sum {} + | sort")
+        try TestSupport.sh("cd '\(path)' && find . -printf '%p %y %m %U %G %s %l\\n' | sort && find . -type f -exec sha256sum {} + | sort")
     }
 }
