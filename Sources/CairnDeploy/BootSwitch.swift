@@ -177,7 +177,11 @@ extension Sysroot {
 /// follow symlinks and does not cross mount points; names are bytes, so a
 /// deployment whose /etc holds names that are not UTF-8 goes too.
 func removeTree(_ path: String) throws {
-    var bytes = Array(path.utf8)
+    try removeTree(Array(path.utf8))
+}
+
+func removeTree(_ path: [UInt8]) throws {
+    var bytes = path
     while bytes.count > 1 && bytes.last == 0x2f { bytes.removeLast() }
     let slash = bytes.lastIndex(of: 0x2f)
     let parent = slash.map { $0 == 0 ? [0x2f] : Array(bytes[..<$0]) } ?? [0x2e]

@@ -427,34 +427,40 @@ extension Sysroot {
         return try withLock(command: "cleanup", timeout: Self.lockTimeout) {
             let state = try loadState()
             var report = CleanupReport()
+            // Names stay bytes: a name that is not UTF-8 is no deployment's, and goes.
+            var doomed: [[UInt8]] = []
+            func entries(_ dir: String) -> [[UInt8]] {
+                ((try? FileSystem.directoryEntries(Array(at(dir).utf8))) ?? []).sorted { $0.lexicographicallyPrecedes($1) }
+            }
             let live = Set(state.deployments.map { "\($0.stateroot)/\($0.name)" })
             for stateroot in stateroots() {
                 let deployDir = "ostree/deploy/\(stateroot)/deploy"
-                for name in ((try? FileSystem.directoryEntries(Array(at(deployDir).utf8))) ?? []).map({ String(decoding: $0, as: UTF8.self) }).sorted() {
-                    let base = name.hasSuffix(".origin") ? String(name.dropLast(".origin".count)) : name
+                for name in entries(deployDir) {
+                    let path = Array(at(deployDir).utf8) + [0x2f] + name
+                    guard let text = String(validating: name, as: UTF8.self) else { doomed.append(path); continue }
+                    let base = text.hasSuffix(".origin") ? String(text.dropLast(".origin".count)) : text
                     guard !live.contains("\(stateroot)/\(base)") else { continue }
                     if let reason = inUseReason(deployDir + "/" + base) {
-                        report.kept.append((at(deployDir + "/" + name), reason))
+                        report.kept.append((displayPath(path), reason))
                     } else {
-                        report.removedPaths.append(at(deployDir + "/" + name))
+                        doomed.append(path)
                     }
                 }
             }
-            let liveBoot = Set(state.deployments.map { "\($0.stateroot)-\($0.bootChecksum)" })
-            for name in ((try? FileSystem.directoryEntries(Array(at("boot/ostree").utf8))) ?? []).map({ String(decoding: $0, as: UTF8.self) }).sorted()
-            where !liveBoot.contains(name) {
-                report.removedPaths.append(at("boot/ostree/" + name))
+            let liveBoot = Set(state.deployments.map { Array("\($0.stateroot)-\($0.bootChecksum)".utf8) })
+            for name in entries("boot/ostree") where !liveBoot.contains(name) {
+                doomed.append(Array(at("boot/ostree").utf8) + [0x2f] + name)
             }
             if let v = state.bootVersion {
                 let other = 1 - v
-                if FileSystem.exists(Array(at("boot/loader.\(other)").utf8)) { report.removedPaths.append(at("boot/loader.\(other)")) }
-                for name in ((try? FileSystem.directoryEntries(Array(at("ostree").utf8))) ?? []).map({ String(decoding: $0, as: UTF8.self) }).sorted()
-                where name == "boot.\(other)" || name.hasPrefix("boot.\(other).") {
-                    report.removedPaths.append(at("ostree/" + name))
+                if FileSystem.exists(Array(at("boot/loader.\(other)").utf8)) { doomed.append(Array(at("boot/loader.\(other)").utf8)) }
+                for name in entries("ostree") where name == Array("boot.\(other)".utf8) || name.starts(with: Array("boot.\(other).".utf8)) {
+                    doomed.append(Array(at("ostree").utf8) + [0x2f] + name)
                 }
             }
+            report.removedPaths = doomed.map(displayPath)
             if !dryRun {
-                for (i, p) in report.removedPaths.enumerated() {
+                for (i, p) in doomed.enumerated() {
                     try removeTree(p)
                     if i == 0 { CrashPoint.removedOne.reach() }
                 }

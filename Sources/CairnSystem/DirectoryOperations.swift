@@ -202,5 +202,11 @@ extension FileSystem {
 }
 
 /// Major and minor numbers of a device number (glibc's encoding).
+/// glibc's makedev(3) encoding, the one st_dev uses (the macro is not
+/// visible to Swift).
+public func deviceNumber(major: UInt32, minor: UInt32) -> UInt64 {
+    let ma = UInt64(major), mi = UInt64(minor)
+    return ((ma & 0xffff_f000) << 32) | ((ma & 0x0000_0fff) << 8) | ((mi & 0xffff_ff00) << 12) | (mi & 0x0000_00ff)
+}
 public func deviceMajor(_ dev: UInt64) -> UInt32 { UInt32(truncatingIfNeeded: ((dev >> 8) & 0xfff) | ((dev >> 32) & ~0xfff)) }
 public func deviceMinor(_ dev: UInt64) -> UInt32 { UInt32(truncatingIfNeeded: (dev & 0xff) | ((dev >> 12) & ~0xff)) }

@@ -89,10 +89,3 @@ extension FileSystem {
         return Array(UnsafeRawBufferPointer(start: p, count: strlen(p)))
     }
 }
-
-/// glibc's makedev(3) encoding, the one st_dev uses (the macro is not
-/// visible to Swift).
-public func deviceNumber(major: UInt32, minor: UInt32) -> UInt64 {
-    let ma = UInt64(major), mi = UInt64(minor)
-    return ((ma & 0xffff_f000) << 32) | ((ma & 0x0000_0fff) << 8) | ((mi & 0xffff_ff00) << 12) | (mi & 0x0000_00ff)
-}

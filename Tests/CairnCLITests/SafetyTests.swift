@@ -125,6 +125,20 @@ final class SafetyTests: SysrootTestCase {
         XCTAssertTrue(refused.stderr.contains("missing"), refused.stderr)
     }
 
+    /// cleanup removes leftovers whose names are not UTF-8, and says so with
+    /// the name escaped.
+    func testCleanupRemovesLeftoversNamedWithAnyBytes() throws {
+        try cairn(["sysroot", "init", sys, "--stateroot", "os"])
+        try commit("1.0")
+        try cairn(["deploy", "--sysroot", sys, "os/x"])
+        try TestSupport.sh("mkdir \"$(printf '\(sys)/ostree/deploy/os/deploy/junk\\351')\" && touch \"$(printf '\(sys)/boot/ostree/old\\377')\"")
+        let out = try cairn(["cleanup", "--sysroot", sys]).stdout
+        XCTAssertTrue(out.contains("Deleted \(sys)/ostree/deploy/os/deploy/junk\\xe9"), out)
+        XCTAssertTrue(out.contains("Deleted \(sys)/boot/ostree/old\\xff"), out)
+        XCTAssertEqual(try TestSupport.sh("ls '\(sys)/ostree/deploy/os/deploy' '\(sys)/boot/ostree' | grep -c -e junk -e old || true"), "0\n")
+        try assertEntriesComplete()
+    }
+
     // MARK: The verity digest cache
 
     /// A valid record appended to the cache (an object → the digest of other
