@@ -256,7 +256,7 @@ extension Repository {
                     }
                     if !list.isEmpty { xattrs[path] = list }
                 }
-                // Reading the data (not skipping it) is what detects truncation.
+                // Skipping reads or seeks past the data, which is what finds a member cut short.
                 guard archive_read_data_skip(a) == ARCHIVE_OK else {
                     throw RepoError(context + " at entry '\(name)'", archiveError(a))
                 }
