@@ -1,5 +1,4 @@
 import COSTree
-import CLibArchive
 import CairnSystem
 import Composefs
 #if canImport(Glibc)
@@ -94,6 +93,10 @@ final class CommitFilterState {
         if type != S_IFREG && type != S_IFLNK && type != S_IFDIR {
             return OSTREE_REPO_COMMIT_FILTER_SKIP  // counted by the pre-scan; refused there unless skipped
         }
+        // Linux gives every symlink mode 0777 and a bare repository stores
+        // real symlinks: one checksummed with the other mode an archive
+        // may record fails fsck.
+        if type == S_IFLNK { g_file_info_set_attribute_uint32(info, "unix::mode", S_IFLNK | 0o777) }
         entries += 1
         if g_file_info_get_file_type(info) == G_FILE_TYPE_REGULAR {
             bytes += UInt64(max(0, g_file_info_get_size(info)))
@@ -118,7 +121,7 @@ private let commitFilter: OstreeRepoCommitFilter = { _, path, info, user in
     return state.apply(String(cString: path!), info!)
 }
 
-private let archiveXattrCallback: OstreeRepoCommitModifierXattrCallback = { _, path, _, user in
+let archiveXattrCallback: OstreeRepoCommitModifierXattrCallback = { _, path, _, user in
     let state = Unmanaged<CommitFilterState>.fromOpaque(user!).takeUnretainedValue()
     let xattrs = state.archiveXattrs[String(cString: path!)] ?? []
     return makeXattrVariant(xattrs)
@@ -156,17 +159,11 @@ struct SpecialFiles {
     var directories: Set<[UInt8]> = []
 }
 
-/// What a pre-scan of an archive found.
-private struct ArchiveScan {
-    var hasEtc = false
-    var hasUsrEtc = false
-    var xattrs: [String: [Xattr]] = [:]
-}
-
 extension Repository {
     /// Commits a directory or a tar archive (plain, gzip, xz or zstd) as a
     /// new commit on `options.branch`. The ref moves only when everything
-    /// was written; on any failure the transaction is aborted.
+    /// was written; on any failure the transaction is aborted, and what it
+    /// staged removed unless publishing had begun.
     public func commit(source: String, options: CommitOptions) throws -> CommitResult {
         try Repository.validateRef(options.branch)
         var st = stat()
@@ -178,7 +175,8 @@ extension Repository {
             throw RepoError("reading source \(source)", "neither a directory nor a tar archive")
         }
 
-        let special = isDirectory ? try Self.findSpecialFiles(source) : SpecialFiles()
+        let scan = isDirectory ? nil : try Self.scanArchive(source, keepXattrs: !options.noXattrs, keepEtc: options.keepEtc)
+        let special = try scan?.special ?? Self.findSpecialFiles(source)
         if special.count > 0 && !options.skipSpecial {
             let more = special.count > special.first.count ? ", ..." : ""
             throw RepoError("committing \(source)", "\(special.count) device node(s), fifo(s) or socket(s) cannot be stored: "
@@ -205,18 +203,60 @@ extension Repository {
         defer { ostree_repo_commit_modifier_unref(modifier) }
 
         let context = "committing \(source) to \(path)"
-        try gcall(context) { ostree_repo_prepare_transaction(repo, nil, nil, $0) }
-        var committed = false
-        defer { if !committed { _ = ostree_repo_abort_transaction(repo, nil, nil) } }
+        var resumed: gboolean = 0
+        try gcall(context) { ostree_repo_prepare_transaction(repo, &resumed, nil, $0) }
+        let result: CommitResult
+        do {
+            // A staging directory taken over from an earlier transaction
+            // still holds that one's objects (see Staging.swift).
+            if resumed != 0, try !discardStagedObjects() {
+                throw RepoError(context, "libostree resumed a staging directory that cannot be found under \(path)/tmp")
+            }
+            result = try writeCommit(source: source, scan: scan, options: options, parent: parent,
+                                     modifier: modifier, state: state, special: special, context: context)
+        } catch {
+            throw abortTransaction(after: error)
+        }
+        do {
+            try gcall(context) { ostree_repo_commit_transaction(repo, nil, nil, $0) }
+        } catch {
+            // Some objects may be in objects/ already; the rest, complete
+            // like them, stay staged for the next commit to publish, which
+            // completes this one instead of leaving it half there.
+            _ = ostree_repo_abort_transaction(repo, nil, nil)
+            throw error
+        }
+        return result
+    }
 
+    /// Empties the transaction's staging directory, then aborts it; returns
+    /// `error`, with a note if the staged objects could not be removed.
+    private func abortTransaction(after error: Error) -> Error {
+        var result = error
+        do {
+            try discardStagedObjects()
+        } catch let cleanup as RepoError {
+            if var e = error as? RepoError {
+                e.reason += (e.reason.isEmpty ? "" : "; ") + "also \(cleanup)"
+                result = e
+            }
+        } catch {}
+        _ = ostree_repo_abort_transaction(repo, nil, nil)
+        return result
+    }
+
+    /// Stages the tree and the commit, and sets the branch in the transaction.
+    private func writeCommit(source: String, scan: ArchiveScan?, options: CommitOptions, parent: String?,
+                             modifier: OpaquePointer, state: CommitFilterState, special: SpecialFiles,
+                             context: String) throws -> CommitResult {
         let mtree = ostree_mutable_tree_new()!
         defer { unref(mtree) }
 
         do {
-            if isDirectory {
-                try writeDirectory(source, into: mtree, modifier: modifier, state: state, special: special)
+            if let scan {
+                try writeArchive(source, scan: scan, into: mtree, modifier: modifier, state: state)
             } else {
-                try writeArchive(source, into: mtree, modifier: modifier, state: state)
+                try writeDirectory(source, into: mtree, modifier: modifier, state: state, special: special)
             }
         } catch let error as RepoError {
             let at = state.lastPath.isEmpty ? "" : " (at \(state.lastPath))"
@@ -257,8 +297,6 @@ extension Repository {
         try options.sign?(self, checksum)
         CrashPoint.commitSigned.reach()
         ostree_repo_transaction_set_ref(repo, nil, options.branch, checksum)
-        try gcall(context) { ostree_repo_commit_transaction(repo, nil, nil, $0) }
-        committed = true
         return CommitResult(checksum: checksum, entries: state.entries, bytes: state.bytes,
                             skippedSpecial: special.first, skippedSpecialCount: special.count)
     }
@@ -288,101 +326,6 @@ extension Repository {
     func isDirectory(_ path: String) -> Bool {
         guard let st = try? FileSystem.lstat(Array(path.utf8)) else { return false }
         return (st.st_mode & S_IFMT) == S_IFDIR
-    }
-
-    private func writeArchive(_ source: String, into mtree: OpaquePointer, modifier: OpaquePointer,
-                              state: CommitFilterState) throws {
-        let scan = try Self.scanArchive(source, keepXattrs: !state.options.noXattrs)
-        let convention = !state.options.keepEtc && scan.hasEtc && !scan.hasUsrEtc
-        if convention {
-            state.options.notice("committing /etc as /usr/etc (ostree convention; --keep-etc keeps it in place)")
-        }
-        var xattrs = scan.xattrs
-        if convention {
-            // The callback sees translated paths.
-            xattrs = Dictionary(uniqueKeysWithValues: xattrs.map { key, value in
-                (key == "/etc" || key.hasPrefix("/etc/") ? "/usr" + key : key, value)
-            })
-        }
-        state.archiveXattrs = xattrs
-        if !state.options.noXattrs {
-            ostree_repo_commit_modifier_set_xattr_callback(modifier, archiveXattrCallback, nil,
-                                                           Unmanaged.passUnretained(state).toOpaque())
-        }
-        try Self.withArchive(source) { archive in
-            var opts = OstreeRepoImportArchiveOptions()
-            opts.autocreate_parents = 1
-            opts.use_ostree_convention = convention ? 1 : 0
-            try gcall("importing archive \(source)") {
-                ostree_repo_import_archive_to_mtree(repo, &opts, UnsafeMutableRawPointer(archive), mtree, modifier, nil, $0)
-            }
-        }
-    }
-
-    private static func withArchive<R>(_ source: String, _ body: (OpaquePointer) throws -> R) throws -> R {
-        let a = archive_read_new()!
-        defer { archive_read_free(a) }
-        archive_read_support_filter_all(a)
-        archive_read_support_format_tar(a)
-        archive_read_support_format_gnutar(a)
-        guard archive_read_open_filename(a, source, 1 << 16) == ARCHIVE_OK else {
-            throw RepoError("opening archive \(source)", archiveError(a))
-        }
-        let result = try body(a)
-        guard archive_read_close(a) == ARCHIVE_OK else {
-            throw RepoError("reading archive \(source)", archiveError(a))
-        }
-        return result
-    }
-
-    private static func archiveError(_ a: OpaquePointer) -> String {
-        archive_error_string(a).map { String(cString: $0) } ?? "unknown archive error"
-    }
-
-    /// Reads the whole archive once: it must be complete and valid before
-    /// anything is imported, and we learn its layout and xattrs.
-    private static func scanArchive(_ source: String, keepXattrs: Bool) throws -> ArchiveScan {
-        try withArchive(source) { a in
-            var scan = ArchiveScan()
-            var entry: OpaquePointer? = nil
-            var count = 0
-            while true {
-                let r = archive_read_next_header(a, &entry)
-                if r == ARCHIVE_EOF { break }
-                guard r == ARCHIVE_OK || r == ARCHIVE_WARN, let entry else {
-                    throw RepoError("reading archive \(source)" + (count > 0 ? " after \(count) entries" : ""), archiveError(a))
-                }
-                count += 1
-                let path = normalizedArchivePath(archive_entry_pathname(entry).map { String(cString: $0) } ?? "")
-                if path == "/etc" || path.hasPrefix("/etc/") { scan.hasEtc = true }
-                if path == "/usr/etc" || path.hasPrefix("/usr/etc/") { scan.hasUsrEtc = true }
-                if keepXattrs {
-                    var list: [Xattr] = []
-                    archive_entry_xattr_reset(entry)
-                    var name: UnsafePointer<CChar>? = nil
-                    var value: UnsafeRawPointer? = nil
-                    var size = 0
-                    while archive_entry_xattr_next(entry, &name, &value, &size) == ARCHIVE_OK {
-                        guard let name else { continue }
-                        let v = value.map { Array(UnsafeRawBufferPointer(start: $0, count: size)) } ?? []
-                        list.append(Xattr(name: Array(String(cString: name).utf8), value: v))
-                    }
-                    if !list.isEmpty { scan.xattrs[path] = list }
-                }
-                // Reading the data (not skipping it) is what detects truncation.
-                guard archive_read_data_skip(a) == ARCHIVE_OK else {
-                    throw RepoError("reading archive \(source) at \(path)", archiveError(a))
-                }
-            }
-            if count == 0 { throw RepoError("reading archive \(source)", "no entries (empty or not a tar archive)") }
-            return scan
-        }
-    }
-
-    /// "./a/b/" → "/a/b", as libostree names archive entries for callbacks.
-    static func normalizedArchivePath(_ raw: String) -> String {
-        let parts = raw.split(separator: "/", omittingEmptySubsequences: true).filter { $0 != "." }
-        return "/" + parts.joined(separator: "/")
     }
 
     /// Builds the commit's `a{sv}` metadata.

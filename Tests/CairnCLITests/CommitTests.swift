@@ -44,10 +44,6 @@ final class CommitTests: CairnTestCase {
         return (fields[4], fields[5])
     }
 
-    func refsSnapshot(_ repo: String) throws -> String {
-        try TestSupport.sh("cd '\(repo)' && find refs -type f | sort | xargs -r -I{} sh -c 'echo {} $(cat {})'")
-    }
-
     // MARK: Same tree, same result as the reference tool
 
     func testSameRootTreeAsOstreeCommit() throws {
@@ -212,13 +208,6 @@ final class CommitTests: CairnTestCase {
         XCTAssertTrue(try cairn(["fsck", "--repo", repo]).stdout.contains("no problems"), file: file, line: line)
     }
 
-    func assertOneLineError(_ r: ProcessResult, contains text: String, file: StaticString = #filePath, line: UInt = #line) {
-        let lines = r.stderr.split(separator: "\n")
-        XCTAssertEqual(lines.count, 1, r.stderr, file: file, line: line)
-        XCTAssertTrue(r.stderr.hasPrefix("cairn: error: "), r.stderr, file: file, line: line)
-        XCTAssertTrue(r.stderr.contains(text), "expected \(text) in: \(r.stderr)", file: file, line: line)
-    }
-
     func testBadInputLeavesRepositoryAsItWas() throws {
         let src = dir + "/src"
         let repo = dir + "/r"
@@ -318,6 +307,20 @@ final class CommitTests: CairnTestCase {
         try cairn(["init", "--repo", dir + "/r", "--mode", "weird"], expect: 2)
         XCTAssertTrue(try cairn(["commit", "--help"]).stdout.contains("--canonical-permissions"))
         XCTAssertTrue(try cairn(["--generate-completion-script", "bash"]).stdout.contains("cairn"))
+    }
+}
+
+/// Shared with TarImportTests.
+extension CairnTestCase {
+    func refsSnapshot(_ repo: String) throws -> String {
+        try TestSupport.sh("cd '\(repo)' && find refs -type f | sort | xargs -r -I{} sh -c 'echo {} $(cat {})'")
+    }
+
+    func assertOneLineError(_ r: ProcessResult, contains text: String, file: StaticString = #filePath, line: UInt = #line) {
+        let lines = r.stderr.split(separator: "\n")
+        XCTAssertEqual(lines.count, 1, r.stderr, file: file, line: line)
+        XCTAssertTrue(r.stderr.hasPrefix("cairn: error: "), r.stderr, file: file, line: line)
+        XCTAssertTrue(r.stderr.contains(text), "expected \(text) in: \(r.stderr)", file: file, line: line)
     }
 }
 
