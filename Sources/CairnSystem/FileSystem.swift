@@ -122,16 +122,8 @@ public enum FileSystem {
     /// a symlink (subdirectories are opened with O_NOFOLLOW relative to
     /// their parent). `path` names `dir` in errors.
     public static func removeContents(of dir: FileDescriptor, path: [UInt8]) throws {
-        for (name, type) in try directoryEntriesWithTypes([0x2e], relativeTo: dir) {
-            let child = path + [0x2f] + name
-            var isDirectory = type == DT_DIR
-            if type == DT_UNKNOWN { isDirectory = (try lstat(name, relativeTo: dir).st_mode & S_IFMT) == S_IFDIR }
-            if isDirectory {
-                let sub = try FileDescriptor.open(name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW, relativeTo: dir)
-                try sub.closeAfter { try removeContents(of: sub, path: child) }
-            }
-            let r = name.withCString { unlinkat(dir.rawValue, $0, isDirectory ? AT_REMOVEDIR : 0) }
-            guard r == 0 || Glibc.errno == ENOENT else { throw SystemError.current(isDirectory ? "rmdir" : "unlink", path: child) }
+        for name in try directoryEntries([0x2e], relativeTo: dir) {
+            try removeTree(name, in: dir, path: path + [0x2f] + name)
         }
     }
 }
