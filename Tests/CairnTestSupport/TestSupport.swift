@@ -169,3 +169,46 @@ open class CairnTestCase: XCTestCase {
         return r
     }
 }
+
+/// The elements of an `aay` as g_variant_print shows them: `[byte 0x12, ...]`,
+/// or for an element ending in a NUL the bytestring form `b'...'` (octal and
+/// C escapes; the final NUL implied).
+public func glibPrintedByteArrays(_ text: String) -> [[UInt8]] {
+    let c = Array(text.utf8)
+    var result: [[UInt8]] = []
+    var i = 0
+    func at(_ k: Int) -> UInt8 { k < c.count ? c[k] : 0 }
+    while i < c.count {
+        if c[i] == UInt8(ascii: "b") && (at(i + 1) == UInt8(ascii: "'") || at(i + 1) == UInt8(ascii: "\"")) {
+            let quote = c[i + 1]
+            var bytes: [UInt8] = []
+            i += 2
+            while i < c.count && c[i] != quote {
+                guard c[i] == UInt8(ascii: "\\") else { bytes.append(c[i]); i += 1; continue }
+                var v = 0, k = 1
+                while k <= 3, (UInt8(ascii: "0")...UInt8(ascii: "7")).contains(at(i + k)) { v = v * 8 + Int(at(i + k) - 48); k += 1 }
+                if k > 1 { bytes.append(UInt8(v)); i += k; continue }
+                let escapes: [UInt8: UInt8] = [110: 10, 116: 9, 114: 13, 97: 7, 98: 8, 102: 12, 118: 11]
+                bytes.append(escapes[at(i + 1)] ?? at(i + 1))
+                i += 2
+            }
+            result.append(bytes + [0])
+            i += 1
+        } else if c[i] == UInt8(ascii: "[") && at(i + 1) != UInt8(ascii: "b") || (c[i] == UInt8(ascii: "[") && Array(c[(i + 1)..<Swift.min(i + 6, c.count)]) == Array("byte ".utf8)) {
+            var bytes: [UInt8] = []
+            i += 1
+            while i < c.count && c[i] != UInt8(ascii: "]") && c[i] != UInt8(ascii: "[") {
+                if c[i] == UInt8(ascii: "0") && at(i + 1) == UInt8(ascii: "x"), let v = UInt8(String(decoding: c[(i + 2)..<Swift.min(i + 4, c.count)], as: UTF8.self), radix: 16) {
+                    bytes.append(v)
+                    i += 4
+                } else {
+                    i += 1
+                }
+            }
+            if !bytes.isEmpty { result.append(bytes) }
+        } else {
+            i += 1
+        }
+    }
+    return result
+}
