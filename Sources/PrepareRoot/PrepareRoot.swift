@@ -356,7 +356,7 @@ public enum PrepareRoot {
             try stack.bind(sysroot, on: newRoot + Array("/sysroot".utf8), readOnly: config.sysrootReadOnly, what: "/sysroot")
 
             let booted = o.runDir + Array("/ostree-booted".utf8)
-            let record = BootedRecord(device: UInt64(deploymentStat.st_dev), inode: UInt64(deploymentStat.st_ino),
+            let record = BootedRecord(backingRootDeviceInode: .init(device: UInt64(deploymentStat.st_dev), inode: UInt64(deploymentStat.st_ino)),
                                       rootTransient: config.rootTransient, composefs: image != nil,
                                       composefsVerity: image != nil && requireVerity,
                                       signingKeyPath: signingKey == nil ? nil : config.keyPath,

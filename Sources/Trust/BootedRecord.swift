@@ -7,12 +7,20 @@
 /// Written by `cairn-prepare-root`, read by `cairn` (no Foundation: it goes
 /// into the initramfs).
 public struct BootedRecord: Equatable, Sendable {
-    public static let path = "/run/ostree-booted"
+    /// st_dev and st_ino of a directory.
+    public struct DeviceInode: Equatable, Sendable {
+        public var device: UInt64
+        public var inode: UInt64
+        public init(device: UInt64, inode: UInt64) {
+            self.device = device
+            self.inode = inode
+        }
+    }
 
-    /// `backing-root-device-inode` `(tt)`: st_dev and st_ino of the
-    /// deployment directory that backs the root.
-    public var device: UInt64
-    public var inode: UInt64
+    /// `backing-root-device-inode` `(tt)`: the deployment directory that
+    /// backs the root; nil in a record without it (ostree-prepare-root
+    /// before composefs support wrote an empty file).
+    public var backingRootDeviceInode: DeviceInode?
     /// `root.transient` b: a writable overlay over the whole root, in /run.
     public var rootTransient: Bool
     /// `composefs` b: the root is the deployment's composefs image.
@@ -28,11 +36,10 @@ public struct BootedRecord: Equatable, Sendable {
     /// `transient-etc` s: the folder holding the upper layer of a transient /etc.
     public var transientEtc: String?
 
-    public init(device: UInt64, inode: UInt64, rootTransient: Bool = false, composefs: Bool = false,
+    public init(backingRootDeviceInode: DeviceInode?, rootTransient: Bool = false, composefs: Bool = false,
                 composefsVerity: Bool = false, signingKeyPath: String? = nil, sysrootReadOnly: Bool = false,
                 transientEtc: String? = nil) {
-        self.device = device
-        self.inode = inode
+        self.backingRootDeviceInode = backingRootDeviceInode
         self.rootTransient = rootTransient
         self.composefs = composefs
         self.composefsVerity = composefsVerity
@@ -43,10 +50,9 @@ public struct BootedRecord: Equatable, Sendable {
 
     static let deviceInodeType = GVariantType.tuple([.uint64, .uint64])
 
-    /// Reads a record. `backing-root-device-inode` must be there; the other
-    /// keys are optional (false or absent when missing), and keys this type
-    /// does not know are ignored, as libostree does. A key of the wrong type
-    /// is refused, the error naming it.
+    /// Reads a record. Every key is optional (false or nil when missing) and
+    /// keys this type does not know are ignored, as libostree does; a key of
+    /// the wrong type is refused, the error naming it.
     public init(serialized: [UInt8]) throws(GVariantError) {
         let dict: VariantDictionary
         do { dict = try VariantDictionary(serialized: serialized) } catch { throw error.prefixed("ostree-booted") }
@@ -57,12 +63,9 @@ public struct BootedRecord: Equatable, Sendable {
             }
             return v
         }
-        guard let devIno = try field("backing-root-device-inode", Self.deviceInodeType) else {
-            throw GVariantError(path: "ostree-booted['backing-root-device-inode']", problem: "missing")
+        backingRootDeviceInode = try field("backing-root-device-inode", Self.deviceInodeType).map {
+            DeviceInode(device: $0.children[0].uint64Value ?? 0, inode: $0.children[1].uint64Value ?? 0)
         }
-        let members = devIno.children
-        device = members[0].uint64Value ?? 0
-        inode = members[1].uint64Value ?? 0
         rootTransient = try field("root.transient", .boolean)?.boolValue ?? false
         composefs = try field("composefs", .boolean)?.boolValue ?? false
         composefsVerity = try field("composefs.verity", .boolean)?.boolValue ?? false
@@ -78,7 +81,9 @@ public struct BootedRecord: Equatable, Sendable {
             do { return try GVariant(string: s) } catch { throw GVariantError(path: "ostree-booted['\(key)']", problem: error.problem) }
         }
         var d = VariantDictionary()
-        d.set("backing-root-device-inode", GVariant(tuple: [GVariant(uint64: device), GVariant(uint64: inode)]))
+        if let b = backingRootDeviceInode {
+            d.set("backing-root-device-inode", GVariant(tuple: [GVariant(uint64: b.device), GVariant(uint64: b.inode)]))
+        }
         d.set("root.transient", GVariant(boolean: rootTransient))
         if let k = signingKeyPath { d.set("composefs.signed", try string("composefs.signed", k)) }
         d.set("composefs", GVariant(boolean: composefs))

@@ -285,18 +285,18 @@ final class PrepareRootTests: XCTestCase {
         let signed = "[composefs]\nenabled = signed\nkeypath = \(key)\n"
         let cases: [(name: String, config: String, knob: Bool, record: BootedRecord, text: String)] = [
             ("signed", signed, true,
-             BootedRecord(device: dev, inode: ino, composefs: true, signingKeyPath: key),
+             BootedRecord(backingRootDeviceInode: .init(device: dev, inode: ino), composefs: true, signingKeyPath: key),
              "{\(devIno), 'root.transient': <false>, 'composefs.signed': <'\(key)'>, 'composefs': <true>, 'composefs.verity': <false>, 'sysroot-ro': <false>}"),
             ("transient etc", signed + "[etc]\ntransient = true\n[sysroot]\nreadonly = true\n", true,
-             BootedRecord(device: dev, inode: ino, composefs: true, signingKeyPath: key, sysrootReadOnly: true,
+             BootedRecord(backingRootDeviceInode: .init(device: dev, inode: ino), composefs: true, signingKeyPath: key, sysrootReadOnly: true,
                           transientEtc: dir + "/run/ostree/transient-etc"),
              "{\(devIno), 'root.transient': <false>, 'composefs.signed': <'\(key)'>, 'composefs': <true>, 'composefs.verity': <false>, "
                 + "'sysroot-ro': <true>, 'transient-etc': <'\(dir)/run/ostree/transient-etc'>}"),
             ("transient root", signed + "[root]\ntransient = true\n", true,
-             BootedRecord(device: dev, inode: ino, rootTransient: true, composefs: true, signingKeyPath: key),
+             BootedRecord(backingRootDeviceInode: .init(device: dev, inode: ino), rootTransient: true, composefs: true, signingKeyPath: key),
              "{\(devIno), 'root.transient': <true>, 'composefs.signed': <'\(key)'>, 'composefs': <true>, 'composefs.verity': <false>, 'sysroot-ro': <false>}"),
             ("yes", "[composefs]\nenabled = yes\n", false,
-             BootedRecord(device: dev, inode: ino, composefs: true),
+             BootedRecord(backingRootDeviceInode: .init(device: dev, inode: ino), composefs: true),
              "{\(devIno), 'root.transient': <false>, 'composefs': <true>, 'composefs.verity': <false>, 'sysroot-ro': <false>}"),
         ]
         for c in cases {
