@@ -33,13 +33,18 @@ let package = Package(
         ]),
 
         // The initramfs program: no Foundation, no GLib (built static).
-        .target(name: "PrepareRoot", dependencies: ["Composefs", "Trust", "CairnSystem", "CCairnShim", "CCrypto"]),
+        // CAIRN_TEST_KNOBS (debug builds, which the host tests run) compiles
+        // in the environment switch CAIRN_PREPARE_ROOT_NO_VERITY_REQUIRE for
+        // kernels without fs-verity; the release build for an initramfs
+        // (scripts/build-prepare-root.sh, which checks) has no such switch.
+        .target(name: "PrepareRoot", dependencies: ["Composefs", "Trust", "CairnSystem", "CCairnShim", "CCrypto"],
+                swiftSettings: [.define("CAIRN_TEST_KNOBS", .when(configuration: .debug))]),
         .executableTarget(name: "cairn-prepare-root", dependencies: ["PrepareRoot"]),
 
         .testTarget(name: "ComposefsTests", dependencies: ["Composefs"], exclude: ["Regressions"]),
         .testTarget(name: "TrustTests", dependencies: ["Trust", "CairnTestSupport"], exclude: ["Regressions"]),
         .target(name: "CairnTestSupport", path: "Tests/CairnTestSupport"),
         .testTarget(name: "CairnCLITests", dependencies: ["CairnTestSupport"]),
-        .testTarget(name: "PrepareRootTests", dependencies: ["PrepareRoot", "CairnTestSupport"], exclude: ["Regressions"]),
+        .testTarget(name: "PrepareRootTests", dependencies: ["PrepareRoot", "Trust", "CairnTestSupport"], exclude: ["Regressions"]),
     ]
 )

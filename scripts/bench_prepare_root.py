@@ -1,13 +1,21 @@
 #!/usr/bin/env python3
 """Wall time of the whole `cairn-prepare-root` (signed mode) on the deployment
-of a real OS tree, digest computed in userspace (this host has no fs-verity,
-so the test-only CAIRN_PREPARE_ROOT_NO_VERITY_REQUIRE=1 is set; the digest
-check itself is unchanged).
+of a real OS tree, digest computed in userspace: this host has no fs-verity,
+which signed mode requires, so the program timed must be a test build (with
+CAIRN_TEST_KNOBS) and CAIRN_PREPARE_ROOT_NO_VERITY_REQUIRE=1 is set; the
+digest check itself is the same, only the digest is not the kernel's.
 
 usage: bench_prepare_root.py CAIRN PREPARE_ROOT [RUNS] [COPIES]
 
 CAIRN is the cairn CLI (to build the sysroot), PREPARE_ROOT the program to
-time (the static release build of scripts/build-prepare-root.sh). The tree is
+time: a static release build with the test switch compiled in, which
+scripts/build-prepare-root.sh refuses to make, so built apart with
+
+  swift build -c release --scratch-path .build-bench --product cairn-prepare-root \\
+      -Xswiftc -static-executable -Xswiftc -DCAIRN_TEST_KNOBS \\
+      -Xlinker --gc-sections -Xlinker -Bstatic -Xlinker -lcrypto
+
+(.build-bench/release/cairn-prepare-root; never put it in an initramfs). The tree is
 the Debian minbase root of bench_commit.py with a fake kernel file, committed
 signed into a fresh sysroot and deployed (not timed). Each run is a fresh
 `unshare -m --propagation private` namespace; the time is taken inside it
@@ -31,6 +39,8 @@ def main():
     prog = os.path.realpath(sys.argv[2])
     runs = int(sys.argv[3]) if len(sys.argv) > 3 else 21
     copies = int(sys.argv[4]) if len(sys.argv) > 4 else 0
+    if "TEST BUILD" not in subprocess.run([prog, "--help"], capture_output=True, text=True).stdout:
+        sys.exit("%s is not a test build (CAIRN_TEST_KNOBS): signed mode needs fs-verity, which this kernel lacks; see --help of this script" % prog)
     bench_commit.ensure_tree()
     work = tempfile.mkdtemp(dir="/var/tmp", prefix="cairn-bench-prepare-root-")
     try:

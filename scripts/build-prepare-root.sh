@@ -15,4 +15,11 @@ swift build -c release --scratch-path "$scratch" --product cairn-prepare-root \
 bin=$(swift build -c release --scratch-path "$scratch" --show-bin-path)/cairn-prepare-root
 mkdir -p "$(dirname "$out")"
 strip --strip-all -o "$out" "$bin"
+# The initramfs program must lack the test builds' switch (CAIRN_TEST_KNOBS,
+# debug configuration only): neither its name nor its warnings may be in it.
+if strings -a "$out" | grep -q -e CAIRN_PREPARE_ROOT_NO_VERITY_REQUIRE -e 'TEST BUILD'; then
+    echo "$out has the test switch CAIRN_PREPARE_ROOT_NO_VERITY_REQUIRE compiled in; refusing it" >&2
+    rm -f "$out"
+    exit 1
+fi
 echo "$out: $(stat -c %s "$out") bytes"

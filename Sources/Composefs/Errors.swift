@@ -8,6 +8,7 @@ public struct ComposefsError: Error, CustomStringConvertible, Equatable, Sendabl
         case io               // a system call failed
         case mount            // mounting an image failed
         case digestMismatch   // an image is not the one expected
+        case noVerity         // an image must have fs-verity and has none
     }
 
     public var kind: Kind

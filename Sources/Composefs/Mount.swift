@@ -14,15 +14,23 @@ public struct ComposefsMountOptions: Sendable {
     public var basedir: [UInt8]
     /// Refuse the image unless its fs-verity digest is exactly this.
     public var expectedDigest: [UInt8]?
+    /// Refuse the image unless it has fs-verity, and take its digest from the
+    /// kernel (FS_IOC_MEASURE_VERITY); on by default when a digest is
+    /// expected. Off, the digest is computed from the image's content, which
+    /// says nothing of what EROFS reads later: for tests on kernels without
+    /// fs-verity only.
+    public var requireImageVerity: Bool
     /// Ask overlayfs to require fs-verity digests on every backing file
     /// (`verity=require`); on by default when a digest is expected.
     public var requireVerity: Bool
 
-    public init(image: [UInt8], mountpoint: [UInt8], basedir: [UInt8], expectedDigest: [UInt8]? = nil, requireVerity: Bool? = nil) {
+    public init(image: [UInt8], mountpoint: [UInt8], basedir: [UInt8], expectedDigest: [UInt8]? = nil,
+                requireImageVerity: Bool? = nil, requireVerity: Bool? = nil) {
         self.image = image
         self.mountpoint = mountpoint
         self.basedir = basedir
         self.expectedDigest = expectedDigest
+        self.requireImageVerity = requireImageVerity ?? (expectedDigest != nil)
         self.requireVerity = requireVerity ?? (expectedDigest != nil)
     }
 }
@@ -36,20 +44,33 @@ public enum ComposefsMount {
     static let loopControlGetFree: UInt = 0x4C82
     static let loopConfigure: UInt = 0x4C0A
 
+    /// Opens `o.image` and mounts it.
     public static func mount(_ o: ComposefsMountOptions) throws {
+        let image: FileDescriptor
+        do { image = try FileDescriptor.open(o.image, O_RDONLY) } catch let e as SystemError {
+            throw ComposefsError(.mount, "opening the image: \(e.message)", path: o.image)
+        }
+        defer { image.close() }
+        try mount(o, image: image)
+    }
+
+    /// Mounts the image open as `image` (`o.image` names it in messages):
+    /// the descriptor whose digest is checked is the one EROFS reads, as
+    /// /proc/self/fd/N or through a loop device bound to it.
+    public static func mount(_ o: ComposefsMountOptions, image: FileDescriptor) throws {
         func fail(_ what: String, _ e: SystemError? = nil) -> ComposefsError {
             ComposefsError(.mount, e.map { "\(what): \($0.message)" } ?? what, path: o.image)
         }
-        let image: FileDescriptor
-        do { image = try FileDescriptor.open(o.image, O_RDONLY | O_CLOEXEC) } catch let e as SystemError {
-            throw fail("opening the image", e)
+        let measured = KernelVerity.measure(image)
+        if o.requireImageVerity && measured == nil {
+            throw ComposefsError(.noVerity, "has no fs-verity, so the kernel cannot check its content", path: o.image)
         }
-        defer { image.close() }
-
         if let expected = o.expectedDigest {
             let actual: [UInt8]
-            do { actual = try KernelVerity.digest(of: image) } catch let e as SystemError {
-                throw fail("reading the image", e)
+            if let measured { actual = measured } else {
+                do { actual = try fsVerityDigest(ofFile: image) } catch let e as SystemError {
+                    throw fail("reading the image", e)
+                }
             }
             guard actual == expected else {
                 throw ComposefsError(.digestMismatch, "fs-verity digest is \(hexString(actual)), expected \(hexString(expected))", path: o.image)

@@ -28,9 +28,12 @@ public struct PrepareRootOptions: Sendable {
     public var runDir: [UInt8] = Array("/run".utf8)
     /// Console log; nil for none.
     public var kmsg: String? = "/dev/kmsg"
-    /// overlayfs `verity=require` in signed, verity and pinned modes. Only
-    /// the test knob CAIRN_PREPARE_ROOT_NO_VERITY_REQUIRE=1 turns it off.
-    public var requireVerity = true
+    /// fs-verity in signed and pinned modes: the image's, measured by the
+    /// kernel, and overlayfs `verity=require` on every backing file. Only a
+    /// test build (CAIRN_TEST_KNOBS, the debug configuration) can turn it
+    /// off, from its environment; the program built for an initramfs has
+    /// no such switch.
+    public private(set) var requireVerity = true
 
     public init() {}
 
@@ -43,7 +46,8 @@ public struct PrepareRootOptions: Sendable {
         ([composefs] enabled = signed|verity|yes|maybe|no, keypath, revokedkeypath,
         [etc] transient, [root] transient, [sysroot] readonly), mounts its
         composefs image with /etc, /var and /sysroot, moves it onto SYSROOT and
-        writes RUN/ostree-booted.
+        writes RUN/ostree-booted. Signed, verity and pinned (composefs.digest=)
+        modes need fs-verity on the image and on every object.
 
           --cmdline TEXT   use TEXT instead of /proc/cmdline
           --config FILE    use FILE instead of /etc/ostree/prepare-root.conf,
@@ -54,12 +58,23 @@ public struct PrepareRootOptions: Sendable {
         seal SYSROOT enables fs-verity on every repository object and deployment
         image (what `cairn post-copy` does), for a first boot on the target.
 
-        Test-only: CAIRN_PREPARE_ROOT_NO_VERITY_REQUIRE=1 in the environment
-        drops verity=require from the overlay options (for kernels without
-        fs-verity); every other check, the image digest included, still holds.
-        Never set it on a real system.
+        """ + testKnobUsage
+
+    #if CAIRN_TEST_KNOBS
+    /// The test switch: only in test builds (debug configuration).
+    public static let noVerityKnob = "CAIRN_PREPARE_ROOT_NO_VERITY_REQUIRE"
+    static let testKnobUsage = """
+
+        TEST BUILD. \(noVerityKnob)=1 in the environment
+        lets signed and pinned modes mount an image without fs-verity (its digest
+        is then computed from its content and compared) and drops verity=require,
+        for kernels without fs-verity. Programs built for an initramfs (release)
+        lack this switch.
 
         """
+    #else
+    static let testKnobUsage = ""
+    #endif
 
     /// Parses argv (without the program name). Throws a usage message.
     public init(arguments: [String], environment: (String) -> String? = { getenv($0).map { String(cString: $0) } }) throws(PrepareRootError) {
@@ -96,7 +111,9 @@ public struct PrepareRootOptions: Sendable {
             guard !s.isEmpty else { throw PrepareRootError("empty SYSROOT") }
             sysroot = Array(s.utf8)
         }
-        if environment("CAIRN_PREPARE_ROOT_NO_VERITY_REQUIRE") == "1" { requireVerity = false }
+        #if CAIRN_TEST_KNOBS
+        if environment(Self.noVerityKnob) == "1" { requireVerity = false }
+        #endif
     }
 }
 
@@ -125,6 +142,12 @@ public enum PrepareRoot {
             log("\(name): \(error.message) (--help for usage)", kmsg: nil, level: 3)
             return 2
         }
+        #if CAIRN_TEST_KNOBS
+        if !options.requireVerity {
+            log("\(name): WARNING: TEST BUILD with \(PrepareRootOptions.noVerityKnob)=1: signed and pinned modes do not require fs-verity; never boot a system with it",
+                kmsg: options.kmsg, level: 4)
+        }
+        #endif
         do {
             let o = try run(options)
             let ms = formatMilliseconds(monotonicMilliseconds() - start)
@@ -203,27 +226,44 @@ public enum PrepareRoot {
         let config = try loadConfig(o)
         let mode = boot.composefsMode ?? config.composefs
         let pinned = boot.pinnedDigest
-        let modeName = pinned != nil && mode != .signed ? "kernel-pinned" : mode.rawValue
         guard mode != .no else {
             let from = boot.composefsMode != nil ? "ostree.prepare-root.composefs= on the command line" : "[composefs] enabled in \(config.source ?? "the defaults")"
             throw PrepareRootError("composefs is disabled (\(from)), and cairn deployments have no checkout of /usr to boot without it")
         }
         let strict = mode == .signed || mode == .verity || pinned != nil
+        // fs-verity on the image and verity=require: always in verity mode;
+        // in signed and pinned modes unless a test build is told otherwise.
+        let requireVerity = mode == .verity || (strict && o.requireVerity)
+        let baseModeName = pinned != nil && mode != .signed ? "kernel-pinned" : mode.rawValue
+        #if CAIRN_TEST_KNOBS
+        let modeName = strict && !requireVerity ? baseModeName + " (TEST BUILD: fs-verity not required)" : baseModeName
+        #else
+        let modeName = baseModeName
+        #endif
 
         let resolver = try SysrootResolver(sysroot: o.sysroot)
         defer { resolver.close() }
-        let deployment = try Deployment(resolver.resolve(boot.ostreePath, as: .directory, what: "ostree="), argument: boot.ostreePath)
+        let (deploymentPath, deploymentDir) = try resolver.open(boot.ostreePath, as: .directory, what: "ostree=")
+        defer { deploymentDir.close() }
+        let deployment = try Deployment(deploymentPath, argument: boot.ostreePath)
         let deploymentName = "\(displayPath(deployment.stateroot))/\(deployment.checksum).\(deployment.serial)"
         func under(_ rel: String) -> [UInt8] { deployment.relativePath + Array(rel.utf8) }
-
-        // The image; only maybe mode may do without one.
-        let imageRel = under("/.ostree.cfs")
-        let image: SysrootResolver.Resolved?
-        if mode == .maybe && !strict && !FileSystem.exists(deployment.path + Array("/.ostree.cfs".utf8)) {
-            image = nil
-        } else {
-            image = try resolver.resolve(imageRel, as: .regularFile, what: "composefs image")
+        // What /run/ostree-booted names: the directory backing the new root.
+        let deploymentStat: Glibc.stat
+        do { deploymentStat = try deploymentDir.stat() } catch {
+            throw PrepareRootError("cannot stat the deployment \(displayPath(deployment.path)): \(systemMessage(error))")
         }
+
+        // The image, kept open: what is checked is what is mounted. Only
+        // maybe mode may do without one.
+        let image: SysrootResolver.Resolved?
+        let imageFile: FileDescriptor?
+        if mode == .maybe && !strict && !FileSystem.exists(deployment.path + Array("/.ostree.cfs".utf8)) {
+            (image, imageFile) = (nil, nil)
+        } else {
+            (image, imageFile) = try resolver.open(under("/.ostree.cfs"), as: .regularFile, flags: O_RDONLY, what: "composefs image")
+        }
+        defer { imageFile?.close() }
 
         var expected = pinned
         var signingKey: String? = nil
@@ -255,16 +295,6 @@ public enum PrepareRoot {
                 signingKey = verified.keyBase64
             }
         }
-        if mode == .verity, let image {
-            let fd: FileDescriptor
-            do { fd = try FileDescriptor.open(image.path, O_RDONLY | O_NOFOLLOW) } catch {
-                throw PrepareRootError("cannot open the composefs image \(displayPath(image.path)): \(systemMessage(error))")
-            }
-            defer { fd.close() }
-            guard KernelVerity.measure(fd) != nil else {
-                throw PrepareRootError("composefs image \(displayPath(image.path)) has no fs-verity (verity mode)")
-            }
-        }
         let objects = image == nil ? nil : try resolver.resolve(Array("ostree/repo/objects".utf8), as: .directory, what: "object store")
         let etc = try resolver.resolve(under("/etc"), as: .directory, what: "deployment /etc")
         let varDir = try resolver.resolve(Array("ostree/deploy/".utf8) + deployment.stateroot + Array("/var".utf8), as: .directory, what: "stateroot /var")
@@ -272,6 +302,7 @@ public enum PrepareRoot {
         var sysroot = o.sysroot
         while sysroot.count > 1 && sysroot.last == 0x2f { sysroot.removeLast() }
         let newRoot = sysroot + Array(".tmp".utf8)
+        let transientEtc = o.runDir + Array("/ostree/transient-etc".utf8)
         let stack = MountStack()
         do throws(PrepareRootError) {
             // The new root sits on a private bind of itself, so that moving it
@@ -284,15 +315,20 @@ public enum PrepareRoot {
             guard newRoot.withCString({ Glibc.mount(nil, $0, nil, UInt(MS_PRIVATE), nil) }) == 0 else {
                 throw PrepareRootError("making \(displayPath(newRoot)) private failed: \(SystemError.current("mount").message)")
             }
-            if let image, let objects {
+            if let image, let imageFile, let objects {
                 do {
-                    try ComposefsMount.mount(ComposefsMountOptions(image: image.path, mountpoint: newRoot, basedir: objects.path,
-                                                                   expectedDigest: expected, requireVerity: strict && o.requireVerity))
+                    try ComposefsMount.mount(ComposefsMountOptions(image: image.path, mountpoint: newRoot, basedir: objects.path, expectedDigest: expected,
+                                                                   requireImageVerity: requireVerity, requireVerity: requireVerity),
+                                             image: imageFile)
                 } catch let e as ComposefsError {
-                    if e.kind == .digestMismatch {
+                    switch e.kind {
+                    case .digestMismatch:
                         throw PrepareRootError("composefs image \(displayPath(image.path)) is not the one \(mode == .signed ? "the signed commit records" : "the command line pins"): \(e.message)")
+                    case .noVerity:
+                        throw PrepareRootError("composefs image \(displayPath(image.path)) has no fs-verity, which \(modeName) mode requires: run `cairn post-copy` on the running system, or `cairn-prepare-root seal` from the initramfs")
+                    default:
+                        throw PrepareRootError("composefs: \(e.description)")
                     }
-                    throw PrepareRootError("composefs: \(e.description)")
                 } catch {
                     throw PrepareRootError("composefs: \(error)")
                 }
@@ -309,10 +345,9 @@ public enum PrepareRoot {
             }
             let etcTarget = newRoot + Array("/etc".utf8)
             if config.etcTransient {
-                let base = o.runDir + Array("/ostree/transient-etc".utf8)
-                try stack.makeDirectories(base + Array("/upper".utf8))
-                try stack.makeDirectories(base + Array("/work".utf8))
-                let data = "lowerdir=\(overlayEscape(newRoot + Array("/usr/etc".utf8))),upperdir=\(overlayEscape(base + Array("/upper".utf8))),workdir=\(overlayEscape(base + Array("/work".utf8)))"
+                try stack.makeDirectories(transientEtc + Array("/upper".utf8))
+                try stack.makeDirectories(transientEtc + Array("/work".utf8))
+                let data = "lowerdir=\(overlayEscape(newRoot + Array("/usr/etc".utf8))),upperdir=\(overlayEscape(transientEtc + Array("/upper".utf8))),workdir=\(overlayEscape(transientEtc + Array("/work".utf8)))"
                 try stack.mount(Array("overlay".utf8), on: etcTarget, type: "overlay", flags: 0, data: data, what: "transient /etc")
             } else if image != nil {
                 try stack.bind(etc.path, on: etcTarget, what: "/etc")
@@ -321,9 +356,16 @@ public enum PrepareRoot {
             try stack.bind(sysroot, on: newRoot + Array("/sysroot".utf8), readOnly: config.sysrootReadOnly, what: "/sysroot")
 
             let booted = o.runDir + Array("/ostree-booted".utf8)
+            let record = BootedRecord(backingRootDeviceInode: .init(device: UInt64(deploymentStat.st_dev), inode: UInt64(deploymentStat.st_ino)),
+                                      rootTransient: config.rootTransient, composefs: image != nil,
+                                      composefsVerity: image != nil && requireVerity,
+                                      signingKeyPath: signingKey == nil ? nil : config.keyPath,
+                                      sysrootReadOnly: config.sysrootReadOnly,
+                                      transientEtc: config.etcTransient ? String(decoding: transientEtc, as: UTF8.self) : nil)
             do {
-                let fd = try FileDescriptor.open(booted, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW, mode: 0o644)
-                fd.close()
+                let bytes = try record.serialized()
+                // A new file renamed over the name: never written through a symlink there.
+                try FileSystem.writeAtomically(String(decoding: booted, as: UTF8.self)) { try $0.write(bytes) }
             } catch {
                 throw PrepareRootError("cannot write \(displayPath(booted)): \(systemMessage(error))")
             }

@@ -36,6 +36,20 @@ public struct SysrootResolver {
     public func close() { root.close() }
 
     public func resolve(_ path: [UInt8], as kind: Kind, what: String) throws(PrepareRootError) -> Resolved {
+        try walk(path, as: kind, openingWith: nil, what: what).0
+    }
+
+    /// Resolves `path` as `resolve` does and opens what it names, never
+    /// following a symlink there: a directory as O_PATH (for fstat and the
+    /// *at calls), a regular file with `flags`, checked to be a regular file
+    /// once open (so that what was checked is what is read). The descriptor
+    /// is the caller's to close.
+    public func open(_ path: [UInt8], as kind: Kind, flags: Int32 = O_RDONLY, what: String) throws(PrepareRootError) -> (Resolved, FileDescriptor) {
+        let (r, fd) = try walk(path, as: kind, openingWith: flags, what: what)
+        return (r, fd!)  // walk opens whenever it is given flags
+    }
+
+    private func walk(_ path: [UInt8], as kind: Kind, openingWith flags: Int32?, what: String) throws(PrepareRootError) -> (Resolved, FileDescriptor?) {
         var pending = split(path).reversed() as [[UInt8]]
         var fds: [FileDescriptor] = []
         var names: [[UInt8]] = []
@@ -86,13 +100,29 @@ public struct SysrootResolver {
                 names.append(c)
             case S_IFREG where pending.isEmpty && kind == .regularFile:
                 names.append(c)
-                return Resolved(components: names, path: join(names))
+                let resolved = Resolved(components: names, path: join(names))
+                guard let flags else { return (resolved, nil) }
+                // O_NONBLOCK: a FIFO swapped in after the check must not block the open.
+                let fd: FileDescriptor
+                do { fd = try FileDescriptor.open(c, flags | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY, relativeTo: dir) } catch {
+                    throw PrepareRootError("cannot open \(what) \(displayPath(resolved.path)): \(systemMessage(error))")
+                }
+                guard let st = try? fd.stat(), st.st_mode & S_IFMT == S_IFREG else {
+                    fd.close()
+                    throw PrepareRootError("\(what) \(displayPath(resolved.path)) is not a regular file")
+                }
+                return (resolved, fd)
             default:
                 throw PrepareRootError("\(what) \(displayPath(path)): \(where_())/\(displayPath(c)) is not a \(pending.isEmpty && kind == .regularFile ? "regular file" : "directory")")
             }
         }
         guard kind == .directory else { throw PrepareRootError("\(what) \(displayPath(path)) is a directory") }
-        return Resolved(components: names, path: join(names))
+        let resolved = Resolved(components: names, path: join(names))
+        guard flags != nil else { return (resolved, nil) }
+        if let last = fds.popLast() { return (resolved, last) }
+        do { return (resolved, try FileDescriptor.open(Array(".".utf8), oPath | O_DIRECTORY, relativeTo: root)) } catch {
+            throw PrepareRootError("\(what) \(displayPath(path)): \(systemMessage(error))")
+        }
     }
 
     func join(_ names: [[UInt8]]) -> [UInt8] {

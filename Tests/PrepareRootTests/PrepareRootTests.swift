@@ -1,12 +1,15 @@
 import CairnTestSupport
 import Foundation
+import Trust
 import XCTest
 
-/// The built `cairn-prepare-root` on sysroots made by `cairn deploy`, run as
-/// root with real mounts inside `unshare -m --propagation private`, so that
-/// nothing reaches the host's mount table. This kernel has no fs-verity:
-/// signed and pinned modes run with the test-only knob
-/// CAIRN_PREPARE_ROOT_NO_VERITY_REQUIRE=1 (drops verity=require only).
+/// The built `cairn-prepare-root` (the debug build, a test build) on
+/// sysroots made by `cairn deploy`, run as root with real mounts inside
+/// `unshare -m --propagation private`, so that nothing reaches the host's
+/// mount table. This kernel has no fs-verity: signed and pinned modes refuse
+/// to boot here unless the test build's switch
+/// CAIRN_PREPARE_ROOT_NO_VERITY_REQUIRE=1 is set (the image's digest then
+/// computed from its content, and no verity=require).
 final class PrepareRootTests: XCTestCase {
     /// Built once per class: a busybox tree committed (signed) and deployed,
     /// a second commit's image, a trusted and an untrusted key.
@@ -97,6 +100,7 @@ final class PrepareRootTests: XCTestCase {
     }
 
     struct Outcome {
+        var knob: Bool
         var status: Int32
         var stderr: String
         var checks: String
@@ -127,21 +131,37 @@ final class PrepareRootTests: XCTestCase {
         // Nothing leaks to the host.
         let host = try String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8)
         XCTAssertFalse(host.contains(dir), "a mount leaked to the host: \(host)")
-        return Outcome(status: Int32(read("status").trimmingCharacters(in: .whitespacesAndNewlines)) ?? -1,
+        return Outcome(knob: knob, status: Int32(read("status").trimmingCharacters(in: .whitespacesAndNewlines)) ?? -1,
                        stderr: read("stderr"), checks: read("checks"),
                        mountsBefore: read("before"), mountsAfter: read("after"), kmsg: read("kmsg"))
     }
 
+    static let warning = "cairn-prepare-root: WARNING: TEST BUILD with CAIRN_PREPARE_ROOT_NO_VERITY_REQUIRE=1: signed and pinned modes do not require fs-verity; never boot a system with it\n"
+
+    /// The test build's warning, first on stderr and the console, exactly
+    /// when the switch is set; returns stderr and the console after it.
+    func afterWarning(_ o: Outcome, file: StaticString = #filePath, line: UInt = #line) -> (stderr: String, kmsg: String) {
+        guard o.knob else {
+            XCTAssertFalse(o.stderr.contains("WARNING"), o.stderr, file: file, line: line)
+            return (o.stderr, o.kmsg)
+        }
+        XCTAssertTrue(o.stderr.hasPrefix(Self.warning), o.stderr, file: file, line: line)
+        XCTAssertTrue(o.kmsg.hasPrefix("<4>" + Self.warning), o.kmsg, file: file, line: line)
+        return (String(o.stderr.dropFirst(Self.warning.count)), String(o.kmsg.dropFirst(Self.warning.count + 3)))
+    }
+
     /// A refusal: status 1, one line on stderr and on the console log naming
-    /// `cause`, the mount table unchanged, nothing created.
+    /// `cause` (after the test build's warning), the mount table unchanged,
+    /// nothing created.
     @discardableResult
     func assertRefused(_ o: Outcome, _ cause: String, file: StaticString = #filePath, line: UInt = #line) -> Outcome {
         XCTAssertEqual(o.status, 1, o.stderr, file: file, line: line)
-        let lines = o.stderr.split(separator: "\n", omittingEmptySubsequences: false).filter { !$0.isEmpty }
+        let (stderr, kmsg) = afterWarning(o, file: file, line: line)
+        let lines = stderr.split(separator: "\n", omittingEmptySubsequences: false).filter { !$0.isEmpty }
         XCTAssertEqual(lines.count, 1, "one line on stderr: \(o.stderr)", file: file, line: line)
-        XCTAssertTrue(o.stderr.hasPrefix("cairn-prepare-root: refusing to boot: "), o.stderr, file: file, line: line)
-        XCTAssertTrue(o.stderr.contains(cause), "expected \"\(cause)\" in: \(o.stderr)", file: file, line: line)
-        XCTAssertEqual(o.kmsg, "<3>" + o.stderr, file: file, line: line)
+        XCTAssertTrue(stderr.hasPrefix("cairn-prepare-root: refusing to boot: "), o.stderr, file: file, line: line)
+        XCTAssertTrue(stderr.contains(cause), "expected \"\(cause)\" in: \(o.stderr)", file: file, line: line)
+        XCTAssertEqual(kmsg, "<3>" + stderr, file: file, line: line)
         XCTAssertEqual(o.mountsBefore, o.mountsAfter, "something stayed mounted", file: file, line: line)
         XCTAssertFalse(FileManager.default.fileExists(atPath: sys + ".tmp"), file: file, line: line)
         XCTAssertFalse(FileManager.default.fileExists(atPath: dir + "/run/ostree-booted"), file: file, line: line)
@@ -178,22 +198,33 @@ final class PrepareRootTests: XCTestCase {
 
     // MARK: Booting
 
+    static let testBuildMode = " (TEST BUILD: fs-verity not required)"
+
     func testSignedBootMountsTheCommit() throws {
         let o = try prepare(cmdline: "root=/dev/vda rw " + (try cmdline) + " quiet", config: try signedConfig(), check: rootChecks)
         assertMounted(o)
-        XCTAssertTrue(o.stderr.contains("signed: mounted os/\(try checksum).0"), o.stderr)
-        XCTAssertTrue(o.stderr.contains("signed by "), o.stderr)
-        XCTAssertTrue(o.kmsg.hasPrefix("<6>cairn-prepare-root: signed: mounted"), o.kmsg)
+        let (stderr, kmsg) = afterWarning(o)
+        XCTAssertTrue(stderr.hasPrefix("cairn-prepare-root: signed\(Self.testBuildMode): mounted os/\(try checksum).0"), o.stderr)
+        XCTAssertTrue(stderr.contains("signed by "), o.stderr)
+        XCTAssertTrue(kmsg.hasPrefix("<6>cairn-prepare-root: signed\(Self.testBuildMode): mounted"), o.kmsg)
         // /etc and /var writes went to the deployment and the stateroot.
         XCTAssertTrue(FileManager.default.fileExists(atPath: try deployment + "/etc/written"))
         XCTAssertEqual(try String(contentsOfFile: sys + "/ostree/deploy/os/var/marker", encoding: .utf8), "data\n")
     }
 
-    func testSignedWithoutKnobMountsWithVerityRequire() throws {
-        let o = try prepare(cmdline: try cmdline, config: try signedConfig(), knob: false,
-                            check: "grep -q 'verity=require' /proc/self/mountinfo && echo verity-require")
-        XCTAssertEqual(o.status, 0, o.stderr)
-        XCTAssertTrue(o.checks.contains("verity-require"), o.checks)
+    /// Without the switch (as the release build always is), signed and
+    /// pinned modes need the kernel's measurement of the image: refused on
+    /// this kernel, which has no fs-verity, saying how to seal it.
+    func testSignedAndPinnedWithoutKnobNeedImageVerity() throws {
+        let hint = "has no fs-verity, which signed mode requires: run `cairn post-copy` on the running system, or `cairn-prepare-root seal` from the initramfs"
+        assertRefused(try prepare(cmdline: try cmdline, config: try signedConfig(), knob: false), hint)
+        let digest = try TestSupport.run(Self.cairn, ["image", "digest", try deployment + "/.ostree.cfs"]).lastLine
+        let pinned = try prepare(cmdline: try cmdline + " composefs.digest=v1-sha256-12:\(digest)", config: try config("[composefs]\nenabled = yes\n"), knob: false)
+        assertRefused(pinned, "has no fs-verity, which kernel-pinned mode requires: run `cairn post-copy`")
+        // yes mode mounts without fs-verity, switch or not, and says nothing of a test build.
+        let yes = try prepare(cmdline: try cmdline, config: try config("[composefs]\nenabled = yes\n"), knob: false)
+        XCTAssertEqual(yes.status, 0, yes.stderr)
+        XCTAssertTrue(yes.stderr.hasPrefix("cairn-prepare-root: yes: mounted"), yes.stderr)
     }
 
     func testKernelPinnedDigestBoots() throws {
@@ -201,7 +232,7 @@ final class PrepareRootTests: XCTestCase {
         XCTAssertEqual(digest.count, 64)
         let o = try prepare(cmdline: try cmdline + " composefs.digest=v1-sha256-12:\(digest)", config: try config("[composefs]\nenabled = yes\n"), check: rootChecks)
         assertMounted(o)
-        XCTAssertTrue(o.stderr.contains("kernel-pinned: mounted"), o.stderr)
+        XCTAssertTrue(afterWarning(o).stderr.hasPrefix("cairn-prepare-root: kernel-pinned\(Self.testBuildMode): mounted"), o.stderr)
         // Legacy spelling, and a command line override of the mode.
         try TestSupport.sh("rm -f '\(dir)/run/ostree-booted'")
         let legacy = try prepare(cmdline: try cmdline + " composefs=\(digest) ostree.prepare-root.composefs=maybe", config: try config("[composefs]\nenabled = no\n"))
@@ -237,6 +268,61 @@ final class PrepareRootTests: XCTestCase {
             """)
         XCTAssertEqual(o.status, 0, o.stderr)
         for c in ["root-writable", "content", "tmp-gone"] { XCTAssertTrue(o.checks.contains(c), "\(c): \(o.checks)") }
+    }
+
+    // MARK: /run/ostree-booted
+
+    /// The record names the deployment directory by device and inode (the
+    /// mounted root, an overlay, has others), carries what was set up, and
+    /// GLib reads it as the normal-form a{sv} upstream writes.
+    func testBootedRecordNamesTheDeployment() throws {
+        let helper = try GLibHelper.path()
+        let ids = try TestSupport.sh("stat -c '%d %i' '\(try deployment)'").split(separator: " ")
+            .map { UInt64($0.trimmingCharacters(in: .whitespacesAndNewlines))! }
+        let (dev, ino) = (ids[0], ids[1])
+        let devIno = "'backing-root-device-inode': <(uint64 \(dev), uint64 \(ino))>"
+        let key = "\(keys)/key.pub"
+        let signed = "[composefs]\nenabled = signed\nkeypath = \(key)\n"
+        let cases: [(name: String, config: String, knob: Bool, record: BootedRecord, text: String)] = [
+            ("signed", signed, true,
+             BootedRecord(backingRootDeviceInode: .init(device: dev, inode: ino), composefs: true, signingKeyPath: key),
+             "{\(devIno), 'root.transient': <false>, 'composefs.signed': <'\(key)'>, 'composefs': <true>, 'composefs.verity': <false>, 'sysroot-ro': <false>}"),
+            ("transient etc", signed + "[etc]\ntransient = true\n[sysroot]\nreadonly = true\n", true,
+             BootedRecord(backingRootDeviceInode: .init(device: dev, inode: ino), composefs: true, signingKeyPath: key, sysrootReadOnly: true,
+                          transientEtc: dir + "/run/ostree/transient-etc"),
+             "{\(devIno), 'root.transient': <false>, 'composefs.signed': <'\(key)'>, 'composefs': <true>, 'composefs.verity': <false>, "
+                + "'sysroot-ro': <true>, 'transient-etc': <'\(dir)/run/ostree/transient-etc'>}"),
+            ("transient root", signed + "[root]\ntransient = true\n", true,
+             BootedRecord(backingRootDeviceInode: .init(device: dev, inode: ino), rootTransient: true, composefs: true, signingKeyPath: key),
+             "{\(devIno), 'root.transient': <true>, 'composefs.signed': <'\(key)'>, 'composefs': <true>, 'composefs.verity': <false>, 'sysroot-ro': <false>}"),
+            ("yes", "[composefs]\nenabled = yes\n", false,
+             BootedRecord(backingRootDeviceInode: .init(device: dev, inode: ino), composefs: true),
+             "{\(devIno), 'root.transient': <false>, 'composefs': <true>, 'composefs.verity': <false>, 'sysroot-ro': <false>}"),
+        ]
+        for c in cases {
+            try TestSupport.sh("rm -rf '\(dir)/run' && mkdir '\(dir)/run'")
+            let o = try prepare(cmdline: try cmdline, config: try config(c.config), knob: c.knob, check: """
+                [ "$(stat -c '%d %i' "$SYS")" != "\(dev) \(ino)" ] && echo root-is-another-inode
+                """)
+            XCTAssertEqual(o.status, 0, "\(c.name): \(o.stderr)")
+            XCTAssertTrue(o.checks.contains("root-is-another-inode"), "\(c.name): \(o.checks)")
+            let file = dir + "/run/ostree-booted"
+            XCTAssertEqual(try BootedRecord(serialized: [UInt8](try Data(contentsOf: URL(fileURLWithPath: file)))), c.record, c.name)
+            let printed = try TestSupport.run(helper, ["print", "a{sv}", file])
+            XCTAssertEqual(printed.stdout, "normal\n" + c.text + "\n", "\(c.name): \(printed.stderr)")
+            XCTAssertEqual(try TestSupport.sh("stat -c %a '\(file)'"), "644\n", c.name)
+            // Written by rename: no temporary file left beside it.
+            XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: dir + "/run").filter { $0 != "ostree" }, ["ostree-booted"], c.name)
+        }
+    }
+
+    /// A symlink planted at the record's name is replaced, not written through.
+    func testBootedRecordReplacesASymlink() throws {
+        try TestSupport.sh("echo keep > '\(dir)/target' && ln -s '\(dir)/target' '\(dir)/run/ostree-booted'")
+        let o = try prepare(cmdline: try cmdline, config: try signedConfig())
+        XCTAssertEqual(o.status, 0, o.stderr)
+        XCTAssertEqual(try String(contentsOfFile: dir + "/target", encoding: .utf8), "keep\n")
+        XCTAssertEqual(try TestSupport.sh("stat -c %F '\(dir)/run/ostree-booted'"), "regular file\n")
     }
 
     // MARK: Refusals: the image and the signature
@@ -316,7 +402,11 @@ final class PrepareRootTests: XCTestCase {
     }
 
     func testVerityModeRefusesImageWithoutVerity() throws {
-        assertRefused(try prepare(cmdline: try cmdline, config: try config("[composefs]\nenabled = verity\n")), "has no fs-verity")
+        // The test build's switch does not reach verity mode.
+        for knob in [true, false] {
+            assertRefused(try prepare(cmdline: try cmdline, config: try config("[composefs]\nenabled = verity\n"), knob: knob),
+                          "has no fs-verity, which verity mode requires: run `cairn post-copy`")
+        }
     }
 
     // MARK: Refusals: ostree=
@@ -380,8 +470,9 @@ final class PrepareRootTests: XCTestCase {
     func testUsage() throws {
         let help = try TestSupport.run(program, ["--help"])
         XCTAssertEqual(help.status, 0)
-        XCTAssertTrue(help.stdout.contains("CAIRN_PREPARE_ROOT_NO_VERITY_REQUIRE=1"), help.stdout)
-        XCTAssertTrue(help.stdout.contains("Test-only"), help.stdout)
+        // The debug build the tests run is a test build, and says so.
+        XCTAssertTrue(help.stdout.contains("TEST BUILD. CAIRN_PREPARE_ROOT_NO_VERITY_REQUIRE=1"), help.stdout)
+        XCTAssertTrue(help.stdout.contains("need fs-verity on the image"), help.stdout)
         let bad = try TestSupport.run(program, ["--nope"])
         XCTAssertEqual(bad.status, 2)
         XCTAssertEqual(bad.stderr.split(separator: "\n").count, 1)

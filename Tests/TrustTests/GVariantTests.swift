@@ -1,3 +1,4 @@
+import CairnTestSupport
 import Foundation
 import XCTest
 @testable import Trust
@@ -256,7 +257,7 @@ final class CorpusDifferentialTests: XCTestCase {
             let payload = Array(input.dropFirst())
             switch sel {
             case 0: byType[Commit.type.typeString, default: []].append((name, payload))
-            case 1: byType["a{sv}", default: []].append((name, payload))
+            case 1, 5: byType["a{sv}", default: []].append((name, payload))
             case 4:
                 guard let nul = payload.firstIndex(of: 0), let t = try? GVariantType(String(decoding: payload[..<nul], as: UTF8.self)) else { continue }
                 byType[t.typeString, default: []].append((name, Array(payload[(nul + 1)...])))

@@ -1,3 +1,4 @@
+import CairnTestSupport
 import Foundation
 import XCTest
 @testable import Trust
@@ -182,6 +183,10 @@ final class RegressionTests: XCTestCase {
                 let body = Array(payload[(nul + 1)...])
                 if let v = try? GVariant(type: t, data: body) {
                     XCTAssertEqual(try rebuild(v).serialized, body, name)
+                }
+            case 5:
+                if let r = try? BootedRecord(serialized: payload) {
+                    XCTAssertEqual(try BootedRecord(serialized: r.serialized()), r, name)
                 }
             default:
                 let half = payload.count / 2

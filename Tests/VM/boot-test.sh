@@ -108,7 +108,9 @@ default_entry() {
 }
 entry_field() { sed -n "s/^$2 //p" "$1"; }
 
-# Builds the disk from the sysroot folder, seals it, boots; console in $work/console.
+# Builds the disk from the sysroot folder, seals it (unless seal=no), boots;
+# console in $work/console.
+seal=yes
 boot() {
     local extra=${1:-} size entry kernel initramfs options start
     size=$(( $(du -sm "$sys" | cut -f1) * 2 + 64 ))
@@ -146,10 +148,13 @@ boot() {
         done
     }
     # Sealing always runs the test's own initramfs, whatever the entry names.
-    boot_once "$work/seal-console" "$options cairn.seal" '^CAIRN-SEAL' "$initrd"
-
-    if ! grep -q '^CAIRN-SEALED' "$work/seal-console"; then
-        echo "sealing boot failed:"; tail -n 30 "$work/seal-console"; return 1
+    # It is idempotent, so a sealing boot that did not end sealed (an
+    # emulation crash, once an oops in the middle of sealing) is retried too.
+    if [[ $seal == yes ]]; then
+        boot_once "$work/seal-console" "$options cairn.seal" '^CAIRN-SEALED' "$initrd"
+        if ! grep -q '^CAIRN-SEALED' "$work/seal-console"; then
+            echo "sealing boot failed:"; tail -n 30 "$work/seal-console"; return 1
+        fi
     fi
     start=$(date +%s.%N)
     boot_once "$work/console" "$options $extra" '^CAIRN-(MARKER|REFUSED)'
@@ -204,19 +209,19 @@ check() {
 
 # 1. v1 boots.
 boot
-check "1 v1 boots" version=1.0 "commit=$v1" rootfs=overlay verity=require etc=writable counter=1 probe=ok others=ok sysroot=present
+check "1 v1 boots" version=1.0 "commit=$v1" rootfs=overlay verity=require etc=writable counter=1 probe=ok others=ok sysroot=present booted=deployment
 
 # 2. v2 deployed on the host boots; /var and the /etc edit made under v1 carry over.
 make_tree "$work/tree2" 2.0
 v2=$("$cairn" commit --repo "$repo" -b os/x --add-metadata-string version=2.0 --sign-key "$work/vendor.secret" "$work/tree2" 2>/dev/null | tail -n 1)
 "$cairn" deploy --sysroot "$sys" os/x >/dev/null
 boot
-check "2 v2 boots, /var and /etc carried over" version=2.0 "commit=$v2" counter=2 etcedit=edited-under-v1 verity=require
+check "2 v2 boots, /var and /etc carried over" version=2.0 "commit=$v2" counter=2 etcedit=edited-under-v1 verity=require booted=deployment
 
 # 3. Rollback: v1 boots again.
 "$cairn" rollback --sysroot "$sys" >/dev/null
 boot
-check "3 rollback boots v1" version=1.0 "commit=$v1" counter=3
+check "3 rollback boots v1" version=1.0 "commit=$v1" counter=3 booted=deployment
 
 # 4. One backing object of v1 altered: v1 boots, that file reads as an I/O error, others fine.
 image_v1=$(ls -d "$sys"/ostree/deploy/os/deploy/"$v1".*/ | head -n 1).ostree.cfs
@@ -249,6 +254,13 @@ cp -a "$work/meta.bak" "$meta"
 boot "composefs.digest=v1-sha256-12:$(printf '%064d' 0)"
 check "7 other pinned digest refused" "REFUSED:digest"
 
+# 7b. Not sealed: the signed image has no fs-verity, so the kernel cannot
+#     vouch for it; refused, with how to seal it.
+seal=no
+boot
+seal=yes
+check "7b image without fs-verity refused" "REFUSED:has no fs-verity, which signed mode requires: run .cairn post-copy"
+
 # 8. An initramfs made by Debian's initramfs-tools with cairn's hook and
 #    local-bottom script (installed where `make install` puts them) boots v3.
 distro_initramfs initramfs-tools "$work/itools-initramfs.img"
@@ -257,7 +269,7 @@ cp "$work/itools-initramfs.img" "$work/tree3/usr/lib/modules/$kver/initramfs.img
 v3=$("$cairn" commit --repo "$repo" -b os/x --add-metadata-string version=3.0 --sign-key "$work/vendor.secret" "$work/tree3" 2>/dev/null | tail -n 1)
 "$cairn" deploy --sysroot "$sys" os/x --karg root=/dev/vda --karg rw >/dev/null
 boot
-check "8 initramfs-tools initramfs boots v3" version=3.0 "commit=$v3" rootfs=overlay verity=require etc=writable sysroot=present
+check "8 initramfs-tools initramfs boots v3" version=3.0 "commit=$v3" rootfs=overlay verity=require etc=writable sysroot=present booted=deployment
 
 # 9. The same with an initramfs made by dracut with cairn's module (systemd
 #    in the initramfs; cairn-prepare-root.service after sysroot.mount).

@@ -21,6 +21,8 @@ if grep -q 'cairn.seal' /proc/cmdline; then
     poweroff -f
 fi
 if /usr/lib/cairn/cairn-prepare-root /sysroot; then
+    # /run (with ostree-booted) goes along, as initramfs-tools and systemd do.
+    mount -o move /run /sysroot/run || echo "CAIRN-INITRAMFS: cannot move /run"
     exec switch_root /sysroot /usr/sbin/init
 fi
 echo "CAIRN-REFUSED overlay-mounts=$(grep -c ' overlay ' /proc/mounts) erofs-mounts=$(grep -c ' erofs ' /proc/mounts)"

@@ -28,9 +28,22 @@ else
     esac
 fi
 if $bb cat /usr/lib/os-release /usr/bin/busybox /usr/share/doc/cairn-sample/README > /dev/null; then others=ok; else others=error; fi
+# /run/ostree-booted, an a{sv}: its first entry, backing-root-device-inode,
+# holds (tt) in bytes 32-47 (after the key, its NUL and padding to 8), which
+# must be the device and inode of the deployment directory (not of /, an overlay).
+if [ ! -f /run/ostree-booted ]; then
+    booted=none
+elif [ "$sysroot" != present ]; then
+    booted=unknown
+elif [ "$($bb head -c 26 /run/ostree-booted | $bb tr '\0' '@')" != "backing-root-device-inode@" ]; then
+    booted=malformed
+else
+    set -- $($bb od -A n -t u8 -j 32 -N 16 /run/ostree-booted)
+    if [ "$1 $2" = "$($bb stat -c '%d %i' "/sysroot/ostree/deploy/os/deploy/$deployment")" ]; then booted=deployment; else booted="other:$1:$2"; fi
+fi
 $bb sync
 # Remount everything read-only (sysrq u) so the disk is clean when we power off.
 echo s > /proc/sysrq-trigger
 echo u > /proc/sysrq-trigger
-echo "CAIRN-MARKER version=$version commit=$commit rootfs=$rootfs verity=$verity etc=$etc counter=$counter etcedit=$etcedit probe=$probe others=$others sysroot=$sysroot"
+echo "CAIRN-MARKER version=$version commit=$commit rootfs=$rootfs verity=$verity etc=$etc counter=$counter etcedit=$etcedit probe=$probe others=$others sysroot=$sysroot booted=$booted"
 $bb poweroff -f

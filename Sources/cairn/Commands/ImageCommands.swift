@@ -296,7 +296,7 @@ struct ImageMount: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "mount",
         abstract: "Mount an image read-only: EROFS plus overlayfs with the base directory as data-only lower layer (root).",
-        discussion: "With --digest the image must have exactly that fs-verity digest, and overlayfs is asked for verity=require (every backing file must carry fs-verity). Unmount with umount MOUNTPOINT."
+        discussion: "With --digest the image must have fs-verity and the kernel's measurement of it must be exactly that digest; overlayfs is asked for verity=require (every backing file must carry fs-verity). The image is mounted from the descriptor that was measured. Unmount with umount MOUNTPOINT."
     )
 
     @Option(help: ArgumentHelp("The object store the image redirects into.", valueName: "dir"))
@@ -322,6 +322,8 @@ struct ImageMount: ParsableCommand {
                                             basedir: Array(basedir.utf8), expectedDigest: digest.flatMap(bytesFromHex))
         do {
             try ComposefsMount.mount(options)
+        } catch let e as ComposefsError where e.kind == .noVerity {
+            throw RepoError("mounting \(image) on \(mountpoint)", e.description + "; --digest needs fs-verity on the image (fsverity enable, or cairn post-copy for a sysroot)")
         } catch let e as ComposefsError {
             throw RepoError("mounting \(image) on \(mountpoint)", e.description)
         }

@@ -7,6 +7,8 @@
 //   2: public key file, 3: secret key file
 //   4: any type: payload = type string, NUL, data; every accepted value must
 //      rebuild from its children to the same bytes (normal form is unique)
+//   5: /run/ostree-booted   (BootedRecord; its serialization must read back
+//      as the same record, and be an a{sv} in normal form)
 // Anything else from the input: verification against a fixed key.
 
 import Glibc
@@ -72,6 +74,12 @@ public func fuzzTrust(_ data: UnsafePointer<UInt8>, _ size: Int) -> Int32 {
         if let v = try? GVariant(type: t, data: body) {
             if rebuild(v).serialized != body { fail("rebuild of \(t) differs") }
             _ = v.lookup("x")
+        }
+    case 5:
+        if let r = try? BootedRecord(serialized: payload) {
+            guard let bytes = try? r.serialized() else { fail("accepted record does not serialize") }
+            guard (try? VariantDictionary(serialized: bytes)) != nil else { fail("record serialization is not a{sv}") }
+            if (try? BootedRecord(serialized: bytes)) != r { fail("record round trip differs") }
         }
     default:
         let policy = TrustPolicy(trustedKeys: [fuzzKey.publicKey])
