@@ -98,6 +98,7 @@ distro_initramfs() {
 sys=$work/sysroot
 repo=$sys/ostree/repo
 "$cairn" sysroot init "$sys" --stateroot os >/dev/null
+"$cairn" trust add --sysroot "$sys" "$work/vendor.pub" >/dev/null  # every deploy below verifies
 make_tree "$work/tree1" 1.0
 v1=$("$cairn" commit --repo "$repo" -b os/x --add-metadata-string version=1.0 --sign-key "$work/vendor.secret" "$work/tree1" 2>/dev/null | tail -n 1)
 "$cairn" deploy --sysroot "$sys" os/x --karg console=ttyS0 --karg panic=-1 --karg loglevel=4 >/dev/null
