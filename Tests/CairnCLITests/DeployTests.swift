@@ -164,9 +164,7 @@ final class DeployTests: SysrootTestCase {
     }
 
     func testCrashAtEveryStepLeavesAWorkingSysroot() throws {
-        try cairn(["sysroot", "init", sys, "--stateroot", "os"])
-        try commit("1.0")
-        try cairn(["deploy", "--sysroot", sys, "os/x"])
+        try deployFirstVersion()
         try TestSupport.sh("echo keep > '\(deploymentPath(try status()[0]))/etc/user.conf' && echo 7 > '\(sys)/ostree/deploy/os/var/data'")
         try commit("2.0")
         try cairn(["deploy", "--sysroot", sys, "os/x"])
@@ -304,9 +302,7 @@ extension DeployTests {
     /// host's kernel has no fs-verity, so here it must refuse cleanly (the
     /// sealing itself runs in the VM boot test).
     func testPostCopy() throws {
-        try cairn(["sysroot", "init", sys, "--stateroot", "os"])
-        try commit("1.0")
-        try cairn(["deploy", "--sysroot", sys, "os/x"])
+        try deployFirstVersion()
         let image = deploymentPath(try status()[0]) + "/.ostree.cfs"
         let before = try cairn(["image", "digest", image]).lastLine
         if FileManager.default.fileExists(atPath: "/sys/fs/ext4/features/verity") {

@@ -91,10 +91,7 @@ final class EtcMergeTests: SysrootTestCase {
             EOF
             cc -O2 -o '\(helper)' '\(dir)/exchange.c'
             """)
-        try cairn(["sysroot", "init", sys, "--stateroot", "os"])
-        try commit("1.0")
-        try cairn(["deploy", "--sysroot", sys, "os/x"])
-        let old = deploymentPath(try status()[0])
+        let old = try deployFirstVersion()
         let files = 40
         try TestSupport.sh("""
             set -e
@@ -151,10 +148,7 @@ final class EtcMergeTests: SysrootTestCase {
     /// Names with bytes that are not UTF-8 are carried byte for byte, listed
     /// escaped by deploy and config-diff, and removed by undeploy and cleanup.
     func testNamesThatAreNotUTF8AreCarriedListedAndRemoved() throws {
-        try cairn(["sysroot", "init", sys, "--stateroot", "os"])
-        try commit("1.0")
-        try cairn(["deploy", "--sysroot", sys, "os/x"])
-        let old = deploymentPath(try status()[0])
+        let old = try deployFirstVersion()
         try TestSupport.sh("""
             set -e
             cd '\(old)/etc'
@@ -220,10 +214,7 @@ final class EtcMergeTests: SysrootTestCase {
         guard getuid() == 0 else { throw XCTSkip("creating device nodes needs root") }
         try TestSupport.require(tool: "python3")
         try TestSupport.require(tool: "setfattr")
-        try cairn(["sysroot", "init", sys, "--stateroot", "os"])
-        try commit("1.0")
-        try cairn(["deploy", "--sysroot", sys, "os/x"])
-        let old = deploymentPath(try status()[0])
+        let old = try deployFirstVersion()
         try TestSupport.sh("""
             set -e
             cd '\(old)/etc'

@@ -57,10 +57,7 @@ final class SafetyTests: SysrootTestCase {
     func testDeploymentBehindAMountIsNeverRemoved() throws {
         try TestSupport.requireRoot()
         try TestSupport.require(tool: "unshare")
-        try cairn(["sysroot", "init", sys, "--stateroot", "os"])
-        try commit("1.0")
-        try cairn(["deploy", "--sysroot", sys, "os/x"])
-        let d1 = deploymentPath(try status()[0])
+        let d1 = try deployFirstVersion()
         for v in ["2.0", "3.0"] { try commit(v) }
         let tree4 = try makeTree("4.0")
         let r = try TestSupport.run("unshare", ["-m", "--propagation", "private", "/bin/sh", "-c", """
@@ -92,9 +89,7 @@ final class SafetyTests: SysrootTestCase {
 
     func testPruneByCairnAndOstreeKeepsEveryDeployment() throws {
         try TestSupport.require(tool: "ostree")
-        try cairn(["sysroot", "init", sys, "--stateroot", "os"])
-        try commit("1.0")
-        try cairn(["deploy", "--sysroot", sys, "os/x"])
+        try deployFirstVersion()
         try commit("2.0", extra: "echo two > usr/share/two")
         try cairn(["deploy", "--sysroot", sys, "os/x"])
         let refs = try cairn(["refs", "--repo", repo]).stdout
@@ -128,9 +123,7 @@ final class SafetyTests: SysrootTestCase {
     /// cleanup removes leftovers whose names are not UTF-8, and says so with
     /// the name escaped.
     func testCleanupRemovesLeftoversNamedWithAnyBytes() throws {
-        try cairn(["sysroot", "init", sys, "--stateroot", "os"])
-        try commit("1.0")
-        try cairn(["deploy", "--sysroot", sys, "os/x"])
+        try deployFirstVersion()
         try TestSupport.sh("mkdir \"$(printf '\(sys)/ostree/deploy/os/deploy/junk\\351')\" && touch \"$(printf '\(sys)/boot/ostree/old\\377')\"")
         let out = try cairn(["cleanup", "--sysroot", sys]).stdout
         XCTAssertTrue(out.contains("Deleted \(sys)/ostree/deploy/os/deploy/junk\\xe9"), out)

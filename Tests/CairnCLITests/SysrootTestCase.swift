@@ -35,6 +35,15 @@ class SysrootTestCase: CairnTestCase {
         return try cairn(["commit", "--repo", repo, "-b", "os/x", "--add-metadata-string", "version=\(version)"] + args + [tree]).lastLine
     }
 
+    /// A sysroot with stateroot os and v1.0 deployed; returns its folder.
+    @discardableResult
+    func deployFirstVersion() throws -> String {
+        try cairn(["sysroot", "init", sys, "--stateroot", "os"])
+        try commit("1.0")
+        try cairn(["deploy", "--sysroot", sys, "os/x"])
+        return deploymentPath(try status()[0])
+    }
+
     func status() throws -> [[String: Any]] {
         let json = try XCTUnwrap(JSONSerialization.jsonObject(with: try cairn(["status", "--sysroot", sys, "--json"]).stdoutData) as? [String: Any])
         XCTAssertEqual(json["apiVersion"] as? String, "cairn/v1")
