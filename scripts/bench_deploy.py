@@ -7,7 +7,10 @@ usage: bench_deploy.py CAIRN [ROUNDS]
 The tree is the Debian minbase root of bench_commit.py (built once into
 /var/tmp/cairn-cache) with /etc moved to /usr/etc and a Debian cloud kernel
 in /usr/lib/modules/<kver>/ (fetch-kernel.sh). Each round commits it into a
-fresh sysroot per tool (not timed) and times the deploy alone.
+fresh sysroot per tool (not timed) and times the deploy alone, twice: with
+the stateroot's /var empty (cairn then fills it with the commit's /var, as
+current ostree does; Debian's ostree 2022.7 does not), and with /var already
+in use (as on every deploy after a stateroot's first).
 """
 import os, platform, shutil, statistics, subprocess, sys, tempfile, time
 
@@ -46,22 +49,28 @@ def main():
         shutil.copy(os.path.join(kroot, "boot", "vmlinuz-" + kver), os.path.join(tree, "usr/lib/modules", kver, "vmlinuz"))
         sh(os.path.join(HERE, "..", "initramfs", "mkinitramfs.sh"), os.path.join(tree, "usr/lib/modules", kver, "initramfs.img"))
         entries = sum(len(f) + len(d) for _, d, f in os.walk(tree))
-        times = {"cairn": [], "ostree": []}
+        times = {(tool, var): [] for tool in ("cairn", "ostree") for var in ("empty", "in use")}
         for i in range(rounds):
             for tool in (["cairn", "ostree"] if i % 2 == 0 else ["ostree", "cairn"]):
-                root = os.path.join(work, tool)
-                remove(root)
-                os.makedirs(root)
-                if tool == "cairn":
-                    sh(cairn, "sysroot", "init", root, "--stateroot", "os")
-                    sh(cairn, "commit", "--repo", root + "/ostree/repo", "-b", "os/x", tree)
-                    times[tool].append(timed(cairn, "deploy", "--sysroot", root, "os/x", "--karg", "root=/dev/vda"))
-                else:
-                    sh("ostree", "admin", "init-fs", root)
-                    sh("ostree", "admin", "os-init", "--sysroot=" + root, "os")
-                    sh("ostree", "commit", "--repo=" + root + "/ostree/repo", "-b", "os/x", tree)
-                    times[tool].append(timed("ostree", "admin", "deploy", "--sysroot=" + root, "--os=os", "--karg=root=/dev/vda", "os/x"))
-                remove(root)
+                for var in ("empty", "in use"):
+                    root = os.path.join(work, tool)
+                    remove(root)
+                    os.makedirs(root)
+                    if tool == "cairn":
+                        sh(cairn, "sysroot", "init", root, "--stateroot", "os")
+                        sh(cairn, "commit", "--repo", root + "/ostree/repo", "-b", "os/x", tree)
+                    else:
+                        sh("ostree", "admin", "init-fs", root)
+                        sh("ostree", "admin", "os-init", "--sysroot=" + root, "os")
+                        sh("ostree", "commit", "--repo=" + root + "/ostree/repo", "-b", "os/x", tree)
+                    if var == "in use":
+                        open(os.path.join(root, "ostree/deploy/os/var/in-use"), "w").close()
+                    sh("sync")
+                    if tool == "cairn":
+                        times[(tool, var)].append(timed(cairn, "deploy", "--sysroot", root, "os/x", "--karg", "root=/dev/vda"))
+                    else:
+                        times[(tool, var)].append(timed("ostree", "admin", "deploy", "--sysroot=" + root, "--os=os", "--karg=root=/dev/vda", "os/x"))
+                    remove(root)
 
         # status with 10 deployments (pinned so that all are kept)
         root = os.path.join(work, "status")
@@ -79,13 +88,13 @@ def main():
     finally:
         remove(work)
 
-    c, o = statistics.median(times["cairn"]), statistics.median(times["ostree"])
     print("%s, %d cores, %s; tree %d entries + kernel %s; %d rounds\n" % (platform.node(), os.cpu_count(), time.strftime("%Y-%m-%d"), entries, kver, rounds))
-    print("| deploy into a fresh sysroot | median (s) |")
-    print("|---|---|")
-    print("| `cairn deploy` | %.3f |" % c)
-    print("| `ostree admin deploy` | %.3f |" % o)
-    print("\ncairn / ostree: **%.2f×**\n" % (c / o))
+    print("| deploy into a fresh sysroot | `cairn deploy` median (s) | `ostree admin deploy` median (s) | cairn / ostree |")
+    print("|---|---|---|---|")
+    for var, label in (("empty", "stateroot /var empty (cairn fills it from the commit)"), ("in use", "stateroot /var in use")):
+        c, o = statistics.median(times[("cairn", var)]), statistics.median(times[("ostree", var)])
+        print("| %s | %.3f | %.3f | **%.2f×** |" % (label, c, o, c / o))
+    print()
     print("`cairn status` with %d deployments: median %.1f ms (text), %.1f ms (--json), of 20 runs" %
           (count, statistics.median(status) * 1000, statistics.median(status_json) * 1000))
 
