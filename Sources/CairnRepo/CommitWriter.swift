@@ -330,27 +330,12 @@ extension Repository {
 
     /// Builds the commit's `a{sv}` metadata.
     static func metadataVariant(_ entries: [(key: String, value: MetadataInput)]) throws -> OpaquePointer {
-        let type = g_variant_type_new("a{sv}")
-        defer { g_variant_type_free(type) }
-        let builder = g_variant_builder_new(type)!
-        defer { g_variant_builder_unref(builder) }
-        for (key, input) in entries {
-            let value: OpaquePointer
+        try vardict(entries.map { key, input in
             switch input {
-            case .string(let s):
-                value = g_variant_new_string(s)
-            case .bytes(let b):
-                value = byteStringVariant(b)
-            case .gvariantText(let text):
-                var error: UnsafeMutablePointer<GError>? = nil
-                guard let parsed = g_variant_parse(nil, text, nil, nil, &error) else {
-                    throw RepoError("metadata \(key)=\(text)", "not in GVariant text format (\(consumeGError(error))); "
-                                    + "quote strings, e.g. \(key)='\"1.0\"', or use --add-metadata-string")
-                }
-                value = parsed
+            case .string(let s): return (key, .string(s))
+            case .bytes(let b): return (key, .bytes(b))
+            case .gvariantText(let text): return (key, .text(text))
             }
-            g_variant_builder_add_value(builder, g_variant_new_dict_entry(g_variant_new_string(key), g_variant_new_variant(value)))
-        }
-        return g_variant_ref_sink(g_variant_builder_end(builder))
+        })
     }
 }

@@ -27,6 +27,9 @@ struct Cairn: ParsableCommand {
                 UndeployCommand.self, PinCommand.self, KargsCommand.self, CleanupCommand.self, ConfigDiffCommand.self,
                 PostCopyCommand.self,
             ]),
+            CommandGroup(name: "Remotes", subcommands: [
+                RemoteCommand.self, PullCommand.self, PullLocalCommand.self, UpgradeCommand.self, SwitchCommand.self,
+            ]),
         ]
     )
 

@@ -104,7 +104,11 @@ struct DeployCommand: ParsableCommand {
         options.appendedKernelArguments = kargsAppend
         options.notAsDefault = notAsDefault
         options.extraTrust = try loadTrust(keyFiles, revoked: revokedKeys)
-        let result = try sysroot.value.deploy(options)
+        Self.printResult(try sysroot.value.deploy(options), notAsDefault: notAsDefault)
+    }
+
+    /// What a deploy did, for deploy, upgrade and switch.
+    static func printResult(_ result: DeployResult, notAsDefault: Bool) {
         let d = result.deployment
         for w in result.warnings { Terminal.warning(w) }
         if let who = result.signedBy { print(who) }

@@ -3,12 +3,12 @@ import CairnDeploy
 import CairnRepo
 import Trust
 
-/// Which repository's trust policy: `--repo`, else the sysroot's.
-struct TrustTarget: ParsableArguments {
-    @Option(name: .long, help: ArgumentHelp("The physical root whose repository (ostree/repo) holds the policy (default: /).", valueName: "path"))
+/// A repository: `--repo`, else the sysroot's (`--sysroot`, default /).
+struct RepositoryTarget: ParsableArguments {
+    @Option(name: .long, help: ArgumentHelp("The physical root whose repository (ostree/repo) to use (default: /).", valueName: "path"))
     var sysroot: String?
 
-    @Option(name: .long, help: ArgumentHelp("A repository instead of a sysroot's, e.g. a build server's for 'cairn verify'.", valueName: "path"))
+    @Option(name: .long, help: ArgumentHelp("A repository instead of a sysroot's.", valueName: "path"))
     var repo: String?
 
     func validate() throws {
@@ -38,7 +38,7 @@ struct TrustCommand: ParsableCommand {
 
 struct TrustAdd: ParsableCommand {
     static let configuration = CommandConfiguration(commandName: "add", abstract: "Trust (or, with --revoked, revoke) every key of public key files.")
-    @OptionGroup var target: TrustTarget
+    @OptionGroup var target: RepositoryTarget
     @Flag(help: "Add the keys to the revoked list instead: they never verify, even if trusted.") var revoked = false
     @Argument(help: ArgumentHelp("ed25519 public key files (one base64 key per line, as 'cairn keygen' writes).", valueName: "pubfile"))
     var files: [String]
@@ -63,7 +63,7 @@ struct TrustAdd: ParsableCommand {
 
 struct TrustRemove: ParsableCommand {
     static let configuration = CommandConfiguration(commandName: "remove", abstract: "Stop trusting (or un-revoke) keys, given as base64 or as key files.")
-    @OptionGroup var target: TrustTarget
+    @OptionGroup var target: RepositoryTarget
     @Argument(help: ArgumentHelp("Base64 public keys or public key files.", valueName: "key|pubfile"))
     var keys: [String]
 
@@ -89,7 +89,7 @@ struct TrustRemove: ParsableCommand {
 
 struct TrustList: ParsableCommand {
     static let configuration = CommandConfiguration(commandName: "list", abstract: "List the trusted and revoked keys.")
-    @OptionGroup var target: TrustTarget
+    @OptionGroup var target: RepositoryTarget
     @Flag(help: "Print JSON: {\"trusted\": [...], \"revoked\": [...]}.") var json = false
 
     func run() throws {

@@ -1,0 +1,289 @@
+import COSTree
+import CairnSystem
+import Trust
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// What `pull` is asked to do.
+public struct PullOptions {
+    /// Parent commits to fetch as well (0: the commit only; -1: all).
+    public var depth: Int32 = 0
+    /// Write the refs as local branches, as a mirror does.
+    public var mirror = false
+    /// Say what would be fetched; fetch only the commit metadata.
+    public var dryRun = false
+    public var disableStaticDeltas = false
+    /// Called now and then while objects arrive (in the pulling thread).
+    public var progress: ((PullProgress) -> Void)?
+    /// Keys that never verify, whatever the remote says (the repository's
+    /// revoked keys apply too).
+    public var revoked: [Ed25519PublicKey] = []
+    /// Called with each verified commit before its content is fetched and
+    /// its ref moves; throwing refuses it (an upgrade's downgrade check).
+    public var accept: ((_ ref: String, _ commit: String) throws -> Void)?
+    public init() {}
+}
+
+/// libostree's progress counters of a pull.
+public struct PullProgress: Sendable {
+    public var fetched: UInt32 = 0
+    public var requested: UInt32 = 0
+    public var outstanding: UInt32 = 0
+    public var metadataFetched: UInt32 = 0
+    public var bytesTransferred: UInt64 = 0
+    public var fetchedDeltaParts: UInt32 = 0
+    public var totalDeltaParts: UInt32 = 0
+    public var totalDeltaPartSize: UInt64 = 0
+    /// Seconds since the pull started.
+    public var elapsed: Double = 0
+}
+
+/// One ref a pull moved (or would move).
+public struct PulledRef: Sendable {
+    public var remote: String
+    public var ref: String
+    /// The commit the local ref pointed at before, nil when it had none.
+    public var from: String?
+    public var to: String
+    /// The line saying which key verified the commit; nil when the remote
+    /// does not verify signatures.
+    public var verifiedBy: String?
+    /// Bytes a dry run would fetch: exact with a static delta, nil unknown.
+    public var wouldFetchBytes: UInt64?
+    public var usesDelta: Bool = false
+}
+
+public struct PullReport: Sendable {
+    public var refs: [PulledRef] = []
+    public var progress = PullProgress()
+    /// Warnings for the user (an unsigned summary the remote accepts, say).
+    public var warnings: [String] = []
+}
+
+/// What a remote publishes, from its summary, checked as its keys require.
+public struct RemoteState: Sendable {
+    public var remote: Remote
+    /// Ref name → commit checksum (hex).
+    public var refs: [(name: String, checksum: String)]
+    /// The key line that verified the summary, nil when it is unsigned.
+    public var summaryVerifiedBy: String?
+    public var warnings: [String] = []
+
+    public func checksum(of ref: String) -> String? { refs.first { $0.name == ref }?.checksum }
+}
+
+extension Repository {
+    /// The remote's summary, fetched with libostree (mirrorlist and all),
+    /// verified when the remote has keys: a summary must carry a good
+    /// signature (unless the remote turns `sign-verify-summary` off) and
+    /// must not have expired (`ostree.summary.expires`).
+    public func remoteState(_ name: String, revoked: [Ed25519PublicKey] = []) throws -> RemoteState {
+        let remote = try self.remote(name)
+        let keys = try remoteKeys(remote)
+        var summaryBytes: OpaquePointer? = nil, signatureBytes: OpaquePointer? = nil
+        let options = try vardict([("n-network-retries", .uint32(2))])
+        defer { g_variant_unref(options) }
+        try gcall("fetching the summary of remote \(name) (\(remote.url))") {
+            ostree_repo_remote_fetch_summary_with_options(repo, name, options, &summaryBytes, &signatureBytes, nil, $0)
+        }
+        defer {
+            if let summaryBytes { g_bytes_unref(summaryBytes) }
+            if let signatureBytes { g_bytes_unref(signatureBytes) }
+        }
+        guard let summaryBytes else {
+            throw RepoError("remote \(name) (\(remote.url))", "it publishes no summary; on the server run 'cairn summary --update' (or 'ostree summary -u')")
+        }
+        let summary = bytes(of: summaryBytes)
+        let signatures = signatureBytes.map(bytes(of:))
+        var state = RemoteState(remote: remote, refs: [])
+        let parsed: RepositorySummary
+        do { parsed = try RepositorySummary(serialized: summary) } catch {
+            throw RepoError("summary of remote \(name) (\(remote.url))", "\(error)")
+        }
+        if remote.signVerify {
+            let policy = TrustPolicy(trustedKeys: keys, revokedKeys: try trust().revoked + revoked)
+            switch policy.verify(summary: summary, signatures: signatures) {
+            case .success(let v):
+                state.summaryVerifiedBy = "Good ed25519 signature #\(v.signatureIndex) by trusted key \(v.keyBase64)"
+            case .failure(let f):
+                if signatures == nil && !remote.signVerifySummary {
+                    state.warnings.append("the summary of remote \(name) is not signed (sign-verify-summary is off); commits are still verified")
+                } else {
+                    throw RepoError("summary of remote \(name) (\(remote.url))", "refused: \(f.description)")
+                }
+            }
+        }
+        var now = timespec()
+        clock_gettime(CLOCK_REALTIME, &now)
+        if let expires = parsed.expires, parsed.isExpired(now: UInt64(now.tv_sec)) {
+            throw RepoError("summary of remote \(name) (\(remote.url))", "refused: it expired at \(expires) (seconds since the epoch); the server must publish a fresh one ('cairn summary --update')")
+        }
+        state.refs = parsed.refs.map { ($0.name, $0.checksum) }
+        return state
+    }
+
+    func bytes(of b: OpaquePointer) -> [UInt8] {
+        var size: gsize = 0
+        guard let data = g_bytes_get_data(b, &size) else { return [] }
+        return Array(UnsafeRawBufferPointer(start: data, count: Int(size)))
+    }
+
+    /// Pulls `refs` of `remote` (all its refs when empty). For each ref, the
+    /// commit it names in the (verified) summary is fetched first with its
+    /// detached metadata only, its signature checked with the remote's keys,
+    /// and only then its content, pinned to that very commit; libostree
+    /// checks every object's checksum as it arrives and moves the local ref
+    /// `remote:ref` once all is there. A refused commit moves nothing, and
+    /// its commit object (if new) is removed again.
+    public func pull(remote name: String, refs requested: [String], _ o: PullOptions) throws -> PullReport {
+        let state = try remoteState(name, revoked: o.revoked)
+        let keys = try remoteKeys(state.remote)
+        let policy = TrustPolicy(trustedKeys: keys, revokedKeys: try trust().revoked + o.revoked)
+        var report = PullReport(warnings: state.warnings)
+        let wanted = requested.isEmpty ? state.refs.map(\.name) : requested
+        let started = PullTimer()
+        for ref in wanted {
+            guard let target = state.checksum(of: ref) else {
+                throw RepoError("pulling \(name):\(ref)", "the remote's summary has no ref \(ref) (it has: \(state.refs.map(\.name).joined(separator: ", ")))")
+            }
+            let localRef = o.mirror ? ref : "\(name):\(ref)"
+            let before = try resolveRef(localRef)
+            var pulled = PulledRef(remote: name, ref: ref, from: before, to: target)
+            let hadCommit = (try? commit(target)) != nil
+
+            // 1. The commit and its detached metadata, by checksum: no ref moves.
+            try runPull(name, [("refs", .strings([target])), ("flags", .int32(Int32(bitPattern: OSTREE_REPO_PULL_FLAGS_COMMIT_ONLY.rawValue)))],
+                        context: "fetching commit \(target) of \(name):\(ref)", o, &report)
+            if state.remote.signVerify {
+                switch verifyEd25519(target, policy: policy) {
+                case .success(let v): pulled.verifiedBy = v.description
+                case .failure(let refusal):
+                    if !hadCommit { try? forgetCommit(target) }
+                    throw RepoError("refusing \(name):\(ref) at \(target)", refusal.message)
+                }
+            }
+            do { try o.accept?(ref, target) } catch {
+                if !hadCommit { try? forgetCommit(target) }
+                throw error
+            }
+            if o.dryRun {
+                pulled.wouldFetchBytes = try dryRunSize(name, ref: ref, target: target, from: before, o, &pulled)
+                report.refs.append(pulled)
+                continue
+            }
+            // 2. The content, pinned to the verified commit; libostree moves the ref at the end.
+            var entries: [(String, VariantValue)] = [("refs", .strings([ref])), ("override-commit-ids", .strings([target])), ("depth", .int32(o.depth))]
+            if o.mirror { entries.append(("flags", .int32(Int32(bitPattern: OSTREE_REPO_PULL_FLAGS_MIRROR.rawValue)))) }
+            if o.disableStaticDeltas { entries.append(("disable-static-deltas", .bool(true))) }
+            try runPull(name, entries, context: "pulling \(name):\(ref) at \(target)", o, &report)
+            // Ready to deploy: the fs-verity digests of the new objects go into the cache now.
+            let c = try commit(target)
+            _ = try composefsTree(rootTree: c.rootTree, rootMeta: c.rootMeta, digests: .cached)
+            report.refs.append(pulled)
+        }
+        report.progress.elapsed = started.seconds
+        return report
+    }
+
+    /// One libostree pull with cairn's fixed options: signatures are checked
+    /// by cairn (Debian's libostree has no ed25519), OpenPGP is off.
+    func runPull(_ remote: String, _ entries: [(String, VariantValue)], context: String, _ o: PullOptions, _ report: inout PullReport) throws {
+        let options = try vardict(entries + [
+            ("disable-sign-verify", .bool(true)), ("disable-sign-verify-summary", .bool(true)),
+            ("gpg-verify", .bool(false)), ("gpg-verify-summary", .bool(false)), ("n-network-retries", .uint32(3)),
+        ])
+        defer { g_variant_unref(options) }
+        let box = ProgressBox(o.progress)
+        let unmanaged = Unmanaged.passRetained(box)
+        defer { unmanaged.release() }
+        let progress = ostree_async_progress_new_and_connect({ p, user in
+            guard let p, let user else { return }
+            let box = Unmanaged<ProgressBox>.fromOpaque(user).takeUnretainedValue()
+            box.callback?(PullProgress(reading: p))
+        }, unmanaged.toOpaque())!
+        defer { unref(progress) }
+        do {
+            try gcall(context) { ostree_repo_pull_with_options(repo, remote, options, progress, nil, $0) }
+        } catch {
+            ostree_async_progress_finish(progress)
+            throw error
+        }
+        ostree_async_progress_finish(progress)
+        let last = PullProgress(reading: progress)
+        report.progress.fetched += last.fetched
+        report.progress.requested += last.requested
+        report.progress.metadataFetched += last.metadataFetched
+        report.progress.bytesTransferred += last.bytesTransferred
+        report.progress.fetchedDeltaParts += last.fetchedDeltaParts
+        report.progress.totalDeltaParts += last.totalDeltaParts
+        report.progress.totalDeltaPartSize += last.totalDeltaPartSize
+    }
+
+    /// Bytes a pull of `target` would fetch: libostree's dry run reads the
+    /// static delta's superblock (exact); without a delta, unknown (nil).
+    func dryRunSize(_ remote: String, ref: String, target: String, from: String?, _ o: PullOptions, _ pulled: inout PulledRef) throws -> UInt64? {
+        guard !o.disableStaticDeltas else { return nil }
+        var report = PullReport()
+        do {
+            try runPull(remote, [("refs", .strings([ref])), ("override-commit-ids", .strings([target])), ("dry-run", .bool(true)),
+                                 ("require-static-deltas", .bool(true))], context: "dry run of \(remote):\(ref)", o, &report)
+        } catch {
+            return nil  // no static delta from here to there
+        }
+        pulled.usesDelta = true
+        return report.progress.totalDeltaPartSize
+    }
+
+    /// Copies refs (every ref when none is named) and their objects from the
+    /// repository at `source` on this machine, checking every object's
+    /// checksum; returns how many refs were copied.
+    public func pullLocal(from source: String, refs: [String]) throws -> Int {
+        let from = try Repository.open(path: source)
+        let names = refs.isEmpty ? try from.refs().map(\.name) : refs
+        for r in names { _ = try from.resolve(r) }  // each named ref exists there
+        let url = "file://" + (source.hasPrefix("/") ? source : String(cString: getcwd(nil, 0)) + "/" + source)
+        var report = PullReport()
+        try runPull(url, [("refs", .strings(names)), ("flags", .int32(Int32(bitPattern: OSTREE_REPO_PULL_FLAGS_UNTRUSTED.rawValue)))],
+                    context: "copying \(names.joined(separator: ", ")) from \(source)", PullOptions(), &report)
+        return names.count
+    }
+
+    /// Removes a commit object and its detached metadata fetched for a
+    /// verification that failed, so that nothing unverified stays behind.
+    func forgetCommit(_ checksum: String) throws {
+        try gcall("removing refused commit \(checksum)") { ostree_repo_delete_object(repo, OSTREE_OBJECT_TYPE_COMMIT, checksum, nil, $0) }
+        _ = try? writeDetachedMetadata(checksum, nil)
+    }
+}
+
+final class ProgressBox {
+    let callback: ((PullProgress) -> Void)?
+    init(_ callback: ((PullProgress) -> Void)?) { self.callback = callback }
+}
+
+extension PullProgress {
+    init(reading p: OpaquePointer) {
+        fetched = ostree_async_progress_get_uint(p, "fetched")
+        requested = ostree_async_progress_get_uint(p, "requested")
+        outstanding = ostree_async_progress_get_uint(p, "outstanding-fetches")
+        metadataFetched = ostree_async_progress_get_uint(p, "metadata-fetched")
+        bytesTransferred = UInt64(ostree_async_progress_get_uint64(p, "bytes-transferred"))
+        fetchedDeltaParts = ostree_async_progress_get_uint(p, "fetched-delta-parts")
+        totalDeltaParts = ostree_async_progress_get_uint(p, "total-delta-parts")
+        totalDeltaPartSize = UInt64(ostree_async_progress_get_uint64(p, "total-delta-part-size"))
+        let start = UInt64(ostree_async_progress_get_uint64(p, "start-time"))
+        elapsed = start == 0 ? 0 : Double(UInt64(g_get_monotonic_time()) &- start) / 1e6
+    }
+}
+
+/// Wall time since creation.
+struct PullTimer {
+    let start: Double = PullTimer.now()
+    static func now() -> Double {
+        var ts = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &ts)
+        return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
+    }
+    var seconds: Double { PullTimer.now() - start }
+}
