@@ -8,9 +8,9 @@ TEST_PACKAGES := $(BUILD_PACKAGES) ostree fsverity erofs-utils attr e2fsprogs ut
 	gnupg python3 python3-cryptography busybox-static strace
 DEMO_PACKAGES := $(BUILD_PACKAGES) busybox-static ostree python3
 VM_PACKAGES := $(BUILD_PACKAGES) qemu-system-x86 e2fsprogs xz-utils busybox-static gzip debootstrap
-BENCH_PACKAGES := $(TEST_PACKAGES) debootstrap time openssl
+BENCH_PACKAGES := $(TEST_PACKAGES) debootstrap time openssl nginx-light
 
-.PHONY: all build release install demo demo-boot test test-vm prepare-root bench-commit bench-composefs bench-deploy clean
+.PHONY: all build release install demo demo-boot test test-vm prepare-root bench-commit bench-composefs bench-deploy bench-pull clean
 
 PREFIX ?= /usr/local
 
@@ -82,6 +82,11 @@ bench-deploy:
 	@scripts/install-packages.sh $(BENCH_PACKAGES) busybox-static
 	swift build -c release
 	scripts/bench_deploy.py .build/release/cairn
+
+bench-pull:
+	@scripts/install-packages.sh $(BENCH_PACKAGES) busybox-static
+	swift build -c release
+	scripts/bench_pull.py .build/release/cairn
 
 clean:
 	rm -rf .build
