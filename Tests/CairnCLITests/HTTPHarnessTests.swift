@@ -322,7 +322,7 @@ final class HTTPHarnessTests: XCTestCase {
         let r = try pull(try makeClient(proxy.url), expect: 1)
         print("ostree pull, connections closed after 3 objects: \(r.stderr)")
         let objects = proxy.requests().filter { $0.path.hasPrefix("/objects/") }
-        XCTAssertEqual(objects.prefix(3).map(\.status), [200, 200, 200])
+        XCTAssertTrue(objects.prefix(3).allSatisfy { $0.status != 0 && $0.fault == nil }, "\(objects)")  // a .commitmeta's 404 included
         XCTAssertGreaterThan(objects.count, 3)
         XCTAssertTrue(objects.dropFirst(3).allSatisfy { $0.status == 0 && $0.fault == "dropAfterRequests" })
     }
@@ -340,10 +340,11 @@ final class HTTPHarnessTests: XCTestCase {
         XCTAssertEqual(differ.map(\.offset), [1_000_000])
         XCTAssertEqual(differ.first.map { $0.element.0 ^ $0.element.1 }, 0xFF)
         XCTAssertEqual(try curl(proxy.url + "/small.txt").body, Data([UInt8(ascii: "h") ^ 0xFF] + Array("ello\n".utf8)))
-        // In a Range answer the offset counts from the start of its body.
+        // In a Range answer offsets count in its own body: the middle of 10 bytes is offset 5.
         let part = try curl(proxy.url + "/big.bin", ["-r", "10-19"])
-        XCTAssertEqual(part.body.first, original[10] ^ 0xFF)
-        XCTAssertEqual(part.body.dropFirst(5), original[15..<20], "middle of a 10-byte body is offset 5")
+        XCTAssertEqual(part.status, 206)
+        XCTAssertEqual(part.body.count, 10)
+        XCTAssertEqual(zip(part.body, original[10..<20]).enumerated().filter { $0.element.0 != $0.element.1 }.map(\.offset), [5])
         XCTAssertEqual(proxy.requests().map(\.fault), ["flip", "flip", "flip"])
     }
 
@@ -418,7 +419,7 @@ final class HTTPHarnessTests: XCTestCase {
             XCTAssertEqual(try curl(proxy.url + "/small.txt").status, 200)
             pids = [nginx.pid, proxy.pid]
             ports = [nginx.port, proxy.port]
-            XCTAssertTrue(pids.allSatisfy { FileManager.default.fileExists(atPath: "/proc/\($0)") })
+            XCTAssertTrue(pids.allSatisfy(running))
             XCTAssertTrue(ports.allSatisfy { Loopback.isListening(port: $0) })
             proxy.stop()
             nginx.stop()
@@ -442,9 +443,7 @@ final class HTTPHarnessTests: XCTestCase {
 
     func assertGone(pids: [pid_t], ports: [Int], file: StaticString = #filePath, line: UInt = #line) {
         for pid in pids {
-            // A process that is gone, or (not yet reaped by its parent) a zombie.
-            let stat = (try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8)) ?? ""
-            XCTAssertTrue(stat.isEmpty || stat.contains(") Z "), "process \(pid) still runs: \(stat)", file: file, line: line)
+            XCTAssertFalse(running(pid), "process \(pid) still runs", file: file, line: line)
         }
         for port in ports {
             XCTAssertFalse(Loopback.isListening(port: port), "port \(port) still open", file: file, line: line)
@@ -479,7 +478,7 @@ final class HTTPHarnessTests: XCTestCase {
         guard fields.count == 4 else { return (process.terminationStatus, [], [], "") }
         // The kernel delivers the parent-death signal as the probe dies; allow it a moment.
         let deadline = Date().addingTimeInterval(3)
-        while Date() < deadline && [fields[0], fields[2]].contains(where: { FileManager.default.fileExists(atPath: "/proc/\($0)/stat") }) { usleep(20_000) }
+        while Date() < deadline && [fields[0], fields[2]].contains(where: { running(pid_t($0)) }) { usleep(20_000) }
         let report = (try? String(contentsOfFile: probeDir + "/after-failure", encoding: .utf8)) ?? ""
         return (process.terminationStatus, [pid_t(fields[0]), pid_t(fields[2])], [fields[1], fields[3]], report)
     }
@@ -534,8 +533,17 @@ final class HTTPHarnessProbe: XCTestCase {
     func test2AfterTheFailingTest() throws {
         guard mode == "fail" else { return }
         let fields = try String(contentsOfFile: folder + "/servers", encoding: .utf8).split(separator: " ").compactMap { Int($0) }
-        let alive = [fields[0], fields[2]].contains { FileManager.default.fileExists(atPath: "/proc/\($0)") }
+        let alive = [fields[0], fields[2]].contains { running(pid_t($0)) }
             || [fields[1], fields[3]].contains { Loopback.isListening(port: $0) }
         try (alive ? "alive" : "gone").write(toFile: folder + "/after-failure", atomically: true, encoding: .utf8)
     }
+}
+
+/// Whether `pid` is a process that has not ended. A zombie has ended: the
+/// orphans of a killed test process wait as zombies until this machine's
+/// init reaps them (here within a few seconds).
+func running(_ pid: pid_t) -> Bool {
+    guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+          let close = stat.lastIndex(of: ")") else { return false }
+    return !stat[close...].hasPrefix(") Z")
 }
