@@ -295,9 +295,18 @@ final class HTTPHarnessTests: XCTestCase {
         XCTAssertEqual(attempts.map(\.bytes), [100_000], "libostree does not retry a cut transfer")
         XCTAssertEqual(try ostree(["rev-parse", "--repo=" + client, "origin:main"], expect: nil).status, 1, "no ref written")
 
+        // Pulled again without the fault: the objects the failed pull got are
+        // kept (in the repository's staging folder), and only big.bin's is
+        // asked for, whole (no Range: libostree does not resume a download).
+        XCTAssertGreaterThan(proxy.requests().filter { $0.path.hasPrefix("/objects/") && $0.status == 200 && $0.fault == nil }.count, 5)
         try proxy.clear()
+        proxy.resetLog()
         try pull(client)
         try ostree(["fsck", "--repo=" + client])
+        let again = proxy.requests().filter { $0.path.hasPrefix("/objects/") && $0.status == 200 }
+        XCTAssertEqual(again.map(\.path), [big])
+        XCTAssertEqual(again.first?.range, nil)
+        XCTAssertEqual(again.first?.bytes, try FileManager.default.attributesOfItem(atPath: repo + big)[.size] as? Int)
     }
 
     func testDropAfterRequests() throws {
@@ -508,6 +517,10 @@ final class HTTPHarnessTests: XCTestCase {
 final class HTTPHarnessProbe: XCTestCase {
     let folder = ProcessInfo.processInfo.environment["CAIRN_HTTP_PROBE"] ?? ""
     let mode = ProcessInfo.processInfo.environment["CAIRN_HTTP_PROBE_MODE"] ?? ""
+    /// Kept as tests keep their servers, in properties: XCTest keeps a test
+    /// case alive after its test, so deinit does not stop them; teardown must.
+    var nginx: NginxServer?
+    var proxy: FaultProxy?
 
     override func setUpWithError() throws {
         if folder.isEmpty { throw XCTSkip("run by HTTPHarnessTests in a process of its own") }
@@ -518,6 +531,7 @@ final class HTTPHarnessProbe: XCTestCase {
         try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true)
         let nginx = try serve(root, scratch: folder)
         let proxy = try faultProxy(to: nginx.url, scratch: folder)
+        (self.nginx, self.proxy) = (nginx, proxy)
         try "\(nginx.pid) \(nginx.port) \(proxy.pid) \(proxy.port)".write(toFile: folder + "/servers", atomically: true, encoding: .utf8)
         switch mode {
         case "exit":
