@@ -157,6 +157,8 @@ final class HTTPHarnessTests: XCTestCase {
         let headers = try String(contentsOfFile: dir + "/headers", encoding: .utf8)
         XCTAssertTrue(headers.contains("Content-Range: bytes 1999990-1999999/2000000"), headers)
         XCTAssertTrue(headers.contains("ETag: "), headers)
+        XCTAssertEqual(headers.components(separatedBy: "\r\nServer: ").count, 2, "upstream's Server header, once: \(headers)")
+        XCTAssertEqual(headers.components(separatedBy: "\r\nDate: ").count, 2, headers)
         let head = try curl(proxy.url + "/big.bin", ["-I"])
         XCTAssertEqual(head.status, 200)
         XCTAssertTrue(String(decoding: head.body, as: UTF8.self).contains("Content-Length: 2000000"))
@@ -433,6 +435,7 @@ final class HTTPHarnessTests: XCTestCase {
             proxy.stop()
             nginx.stop()
             assertGone(pids: pids, ports: ports)
+            XCTAssertEqual(processes(mentioning: dir), [])
             proxy.stop()
             nginx.stop()
             XCTAssertEqual(nginx.requests().map(\.path), ["/small.txt"], "the log outlives the server")
@@ -448,6 +451,21 @@ final class HTTPHarnessTests: XCTestCase {
         assertGone(pids: pids, ports: ports)
         XCTAssertEqual(try TestSupport.sh("ls '\(dir)' | grep -c -e '^nginx-' -e '^fault-proxy-' || true").trimmingCharacters(in: .whitespacesAndNewlines), "4",
                        "each server's files in its own folder of the scratch folder, removed with it")
+    }
+
+    func testNginxThatCannotStartSaysWhyAndLeavesNothingRunning() throws {
+        let root = dir + "/www$nothing"  // nginx reads $nothing in `root` as a variable it does not know
+        try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true)
+        let before = try TestSupport.sh("ss -ltnH")
+        XCTAssertThrowsError(try NginxServer(root: root, scratch: dir)) { error in
+            XCTAssertTrue("\(error)".contains("nginx did not start on 127.0.0.1:"), "\(error)")
+            XCTAssertTrue("\(error)".contains("unknown \"nothing\" variable"), "the error log's tail: \(error)")
+        }
+        XCTAssertThrowsError(try NginxServer(root: dir + "/absent", scratch: dir)) { error in
+            XCTAssertEqual("\(error)", "nginx: \(dir)/absent is not a folder")
+        }
+        XCTAssertEqual(try TestSupport.sh("ss -ltnH"), before)
+        XCTAssertEqual(processes(mentioning: dir), [])
     }
 
     func assertGone(pids: [pid_t], ports: [Int], file: StaticString = #filePath, line: UInt = #line) {
@@ -560,4 +578,13 @@ func running(_ pid: pid_t) -> Bool {
     guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
           let close = stat.lastIndex(of: ")") else { return false }
     return !stat[close...].hasPrefix(") Z")
+}
+
+/// The running processes (zombies left out) whose command line contains `text`.
+func processes(mentioning text: String) -> [pid_t] {
+    let pids = ((try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []).compactMap { pid_t($0) }
+    return pids.filter { pid in
+        guard running(pid), let cmdline = try? Data(contentsOf: URL(fileURLWithPath: "/proc/\(pid)/cmdline")) else { return false }
+        return String(decoding: cmdline.map { $0 == 0 ? 0x20 : $0 }, as: UTF8.self).contains(text)
+    }
 }

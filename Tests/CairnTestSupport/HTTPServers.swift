@@ -3,10 +3,13 @@ import XCTest
 
 // HTTP servers for the network tests: nginx serving a folder, and a
 // fault-injecting proxy (Tests/Scripts/fault_proxy.py) in front of it. Both
-// listen on 127.0.0.1 only, on a free port, and are stopped by stop(), by
-// deinit, at exit (atexit), and by the kernel when the thread that started
-// them dies (they run under `setpriv --pdeathsig KILL`, which XCTest's main
-// thread makes "when the test process dies").
+// listen on 127.0.0.1 only, on a free port. A server stops with stop(), with
+// deinit, with the test (serve(_:scratch:) and faultProxy(to:scratch:) add
+// an XCTest teardown block), at exit (atexit), and when the test process is
+// killed: it runs under `setpriv --pdeathsig KILL`, so the kernel kills it
+// when the thread that started it ends. XCTest runs tests on the main thread,
+// whose end is the process's; a server started from a thread that ends
+// earlier (a Thread of the test's own) dies with that thread.
 
 /// A server that failed to start, with what it said.
 public struct HTTPServerError: Error, CustomStringConvertible {
@@ -173,6 +176,8 @@ public final class FaultProxy {
         case dropAfterRequests(Int)
         /// Flip (xor 0xff) the body byte at `offset`, by default the middle
         /// one. Offsets count in the body sent: a Range answer's own body.
+        /// An offset beyond the body flips nothing (the request's `fault`
+        /// says so).
         case flipByte(offset: Int? = nil)
         /// Send nothing for this long (ending early when the client goes
         /// away), then answer normally.
@@ -189,6 +194,7 @@ public final class FaultProxy {
         /// Body bytes written to the client.
         public var bytes: Int
         /// The fault applied: "status", "drop", "dropAfterRequests", "flip", "stall".
+        /// A proxy that cannot read its rules answers 500, `fault` "status".
         public var fault: String?
         /// What went wrong, if anything (the client went away, upstream failed,
         /// "unfinished" when still in progress after requests()'s wait).

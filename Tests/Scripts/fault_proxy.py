@@ -164,7 +164,7 @@ def main():
                 upstream_conn.request(self.command, self.path, headers=headers)
                 response = upstream_conn.getresponse()
                 length = response.getheader("Content-Length")
-                self.send_response(response.status, response.reason)
+                self.send_response_only(response.status, response.reason)  # upstream's own Server and Date follow
                 for k, v in response.getheaders():
                     if k.lower() not in HOP_BY_HOP:
                         self.send_header(k, v)
@@ -200,6 +200,8 @@ def main():
                     sent += len(piece)
                     result["bytes"] = sent
                 self.wfile.flush()
+                if flip_at is not None and flip_at >= sent:
+                    result["fault"] = "flip: offset %d is beyond the body's %d bytes" % (flip_at, sent)
                 if limit is not None:
                     self.close_connection = True
                     self.connection.shutdown(socket.SHUT_RDWR)
