@@ -242,6 +242,11 @@ final class HTTPHarnessTests: XCTestCase {
         try proxy.clear()
         XCTAssertEqual(try curl(proxy.url + "/small.txt").status, 200)
         XCTAssertEqual(proxy.requests().map(\.fault), ["status", nil, nil])
+        // A rule the proxy cannot use (Python's re rejects the regex) is an answer naming it.
+        try proxy.inject(.status(404), path: "(")
+        let bad = try curl(proxy.url + "/small.txt")
+        XCTAssertEqual(bad.status, 500)
+        XCTAssertTrue(String(decoding: bad.body, as: UTF8.self).hasPrefix("fault_proxy: bad rules: missing ), unterminated subpattern"), "\(bad)")
     }
 
     func testStatusFaultsInOstreePull() throws {
