@@ -172,7 +172,9 @@ public final class FaultProxy {
         /// many body bytes, then close the connection.
         case drop(afterBytes: Int)
         /// The first `n` matching requests go through; later ones get the
-        /// connection closed without an answer.
+        /// connection closed without an answer. (libcurl asks once more, on
+        /// a new connection, when a reused one closes without an answer:
+        /// the proxy then counts that request twice.)
         case dropAfterRequests(Int)
         /// Flip (xor 0xff) the body byte at `offset`, by default the middle
         /// one. Offsets count in the body sent: a Range answer's own body.
@@ -222,7 +224,7 @@ public final class FaultProxy {
     private var rulesFile: String { folder + "/rules.json" }
     private var logFile: String { folder + "/requests.jsonl" }
 
-    public static var script: String {
+    private static var script: String {
         TestSupport.packageRoot.appendingPathComponent("Tests/Scripts/fault_proxy.py").path
     }
 

@@ -35,7 +35,8 @@ LOG gets one JSON object per line: {"event": "begin", "id", "method", "path",
 {"event": "end", "id", "status", "bytes", "fault", "error"} when its answer is
 over ("status" 0 when no status line was sent; "bytes" counts body bytes
 written to the client). The proxy exits on SIGTERM, SIGQUIT, SIGINT, or when
-its stdin reaches end of file (its parent went away).
+its stdin reaches end of file: its parent holds a pipe's other end, so the
+proxy ends when the parent goes away (run by hand: `sleep inf | fault_proxy.py ...`).
 """
 import http.client
 import http.server
