@@ -5,10 +5,10 @@ export PATH := /opt/swift/usr/bin:$(PATH)
 # Debian packages: to build, to run the tests, to run the demo.
 BUILD_PACKAGES := pkg-config libostree-dev libarchive-dev libssl-dev libgpgme-dev
 TEST_PACKAGES := $(BUILD_PACKAGES) ostree fsverity erofs-utils attr e2fsprogs util-linux tar gzip xz-utils zstd \
-	gnupg python3 python3-cryptography busybox-static strace
+	gnupg python3 python3-cryptography busybox-static strace nginx-light curl iproute2
 DEMO_PACKAGES := $(BUILD_PACKAGES) busybox-static ostree python3 nginx-light
 VM_PACKAGES := $(BUILD_PACKAGES) qemu-system-x86 e2fsprogs xz-utils busybox-static gzip debootstrap
-BENCH_PACKAGES := $(TEST_PACKAGES) debootstrap time openssl nginx-light
+BENCH_PACKAGES := $(TEST_PACKAGES) debootstrap time openssl
 
 .PHONY: all build release install demo demo-boot test test-vm prepare-root bench-commit bench-composefs bench-deploy bench-pull clean
 

@@ -13,6 +13,17 @@ if [[ $(id -u) -ne 0 ]]; then
     echo "missing Debian packages: ${missing[*]}; install them as root (apt-get install ${missing[*]})" >&2
     exit 1
 fi
+# Debian's nginx package starts a system-wide nginx on port 80 of every
+# address, and enables it at boot. The tests run their own nginx, on
+# 127.0.0.1 only: when nginx comes with this installation, its system service
+# is masked first (a link to /dev/null, which the package's scripts respect),
+# so that it never starts.
+nginx_status=$(dpkg-query -W -f='${Status}' nginx 2>/dev/null || true)
+if [[ " ${missing[*]} " == *" nginx-light "* && "$nginx_status" != "install ok installed" && ! -e /etc/systemd/system/nginx.service ]]; then
+    mkdir -p /etc/systemd/system
+    ln -s /dev/null /etc/systemd/system/nginx.service
+    echo "masked nginx.service: the tests start nginx themselves, on 127.0.0.1" >&2
+fi
 echo "installing: ${missing[*]}" >&2
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq >/dev/null
