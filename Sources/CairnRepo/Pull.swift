@@ -19,6 +19,9 @@ public struct PullOptions {
     /// Keys that never verify, whatever the remote says (the repository's
     /// revoked keys apply too).
     public var revoked: [Ed25519PublicKey] = []
+    /// Seconds without a byte arriving after which a pull gives up (Debian's
+    /// libostree has no read timeout: a stalled server would hang it).
+    public var stallTimeout: Double = 60
     /// Called with each verified commit before its content is fetched and
     /// its ref moves; throwing refuses it (an upgrade's downgrade check).
     public var accept: ((_ ref: String, _ commit: String) throws -> Void)?
@@ -78,14 +81,16 @@ extension Repository {
     /// verified when the remote has keys: a summary must carry a good
     /// signature (unless the remote turns `sign-verify-summary` off) and
     /// must not have expired (`ostree.summary.expires`).
-    public func remoteState(_ name: String, revoked: [Ed25519PublicKey] = []) throws -> RemoteState {
+    public func remoteState(_ name: String, revoked: [Ed25519PublicKey] = [], stallTimeout: Double = 60) throws -> RemoteState {
         let remote = try self.remote(name)
         let keys = try remoteKeys(remote)
         var summaryBytes: OpaquePointer? = nil, signatureBytes: OpaquePointer? = nil
         let options = try vardict([("n-network-retries", .uint32(2))])
         defer { g_variant_unref(options) }
-        try gcall("fetching the summary of remote \(name) (\(remote.url))") {
-            ostree_repo_remote_fetch_summary_with_options(repo, name, options, &summaryBytes, &signatureBytes, nil, $0)
+        try withStallWatch(progress: nil, timeout: stallTimeout, what: "the summary of remote \(name) (\(remote.url))") { cancellable in
+            try gcall("fetching the summary of remote \(name) (\(remote.url))") {
+                ostree_repo_remote_fetch_summary_with_options(repo, name, options, &summaryBytes, &signatureBytes, cancellable, $0)
+            }
         }
         defer {
             if let summaryBytes { g_bytes_unref(summaryBytes) }
@@ -137,7 +142,7 @@ extension Repository {
     /// `remote:ref` once all is there. A refused commit moves nothing, and
     /// its commit object (if new) is removed again.
     public func pull(remote name: String, refs requested: [String], _ o: PullOptions) throws -> PullReport {
-        let state = try remoteState(name, revoked: o.revoked)
+        let state = try remoteState(name, revoked: o.revoked, stallTimeout: o.stallTimeout)
         let keys = try remoteKeys(state.remote)
         let policy = TrustPolicy(trustedKeys: keys, revokedKeys: try trust().revoked + o.revoked)
         var report = PullReport(warnings: state.warnings)
@@ -204,7 +209,9 @@ extension Repository {
         }, unmanaged.toOpaque())!
         defer { unref(progress) }
         do {
-            try gcall(context) { ostree_repo_pull_with_options(repo, remote, options, progress, nil, $0) }
+            try withStallWatch(progress: progress, timeout: o.stallTimeout, what: remote) { cancellable in
+                try gcall(context) { ostree_repo_pull_with_options(repo, remote, options, progress, cancellable, $0) }
+            }
         } catch {
             ostree_async_progress_finish(progress)
             throw error
@@ -254,6 +261,54 @@ extension Repository {
     func forgetCommit(_ checksum: String) throws {
         try gcall("removing refused commit \(checksum)") { ostree_repo_delete_object(repo, OSTREE_OBJECT_TYPE_COMMIT, checksum, nil, $0) }
         _ = try? writeDetachedMetadata(checksum, nil)
+    }
+}
+
+/// Runs `body` with a cancellable that a timer on the default main context
+/// (the one libostree's fetcher iterates) cancels when `progress` shows no
+/// new byte or object for `timeout` seconds — or, without a progress, when
+/// `timeout` seconds have passed. The error then says so.
+func withStallWatch(progress: OpaquePointer?, timeout: Double, what: String, _ body: (UnsafeMutablePointer<GCancellable>?) throws -> Void) throws {
+    let cancellable = g_cancellable_new()
+    defer { unref(cancellable) }
+    let watch = StallWatch(progress: progress, timeout: timeout, cancellable: cancellable)
+    let unmanaged = Unmanaged.passRetained(watch)
+    defer { unmanaged.release() }
+    let source = g_timeout_add(250, { user in
+        Unmanaged<StallWatch>.fromOpaque(user!).takeUnretainedValue().tick()
+        return 1  // G_SOURCE_CONTINUE
+    }, unmanaged.toOpaque())
+    defer { g_source_remove(source) }
+    do {
+        try body(cancellable)
+    } catch let e as RepoError where watch.stalled {
+        throw RepoError(e.context, "nothing arrived from \(what) for \(Int(timeout)) s; gave up (pull again to resume: what arrived is kept)")
+    }
+}
+
+final class StallWatch {
+    let progress: OpaquePointer?
+    let timeout: Double
+    let cancellable: UnsafeMutablePointer<GCancellable>?
+    var last: (UInt64, UInt32) = (0, 0)
+    var lastChange = PullTimer.now()
+    var stalled = false
+
+    init(progress: OpaquePointer?, timeout: Double, cancellable: UnsafeMutablePointer<GCancellable>?) {
+        self.progress = progress
+        self.timeout = timeout
+        self.cancellable = cancellable
+    }
+
+    func tick() {
+        if let progress {
+            let now = (UInt64(ostree_async_progress_get_uint64(progress, "bytes-transferred")), ostree_async_progress_get_uint(progress, "fetched"))
+            if now != last { last = now; lastChange = PullTimer.now() }
+        }
+        if !stalled && PullTimer.now() - lastChange > timeout {
+            stalled = true
+            g_cancellable_cancel(cancellable)
+        }
     }
 }
 

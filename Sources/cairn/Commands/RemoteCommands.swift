@@ -123,6 +123,8 @@ struct PullFlags: ParsableArguments {
     var depth: Int32 = 0
     @Flag(name: .customLong("disable-static-deltas"), help: "Fetch objects one by one even where a static delta exists.")
     var disableStaticDeltas = false
+    @Option(name: .customLong("stall-timeout"), help: ArgumentHelp("Give up when nothing arrives for this many seconds (default 60).", valueName: "seconds"))
+    var stallTimeout: Double = 60
 
     func options(dryRun: Bool = false, mirror: Bool = false) -> PullOptions {
         var o = PullOptions()
@@ -130,6 +132,7 @@ struct PullFlags: ParsableArguments {
         o.dryRun = dryRun
         o.mirror = mirror
         o.disableStaticDeltas = disableStaticDeltas
+        o.stallTimeout = stallTimeout
         if Terminal.stderrIsTerminal {
             let line = ProgressLine()
             o.progress = { p in line.update(PullCommand.progressText(p)) }
