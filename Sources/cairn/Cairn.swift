@@ -27,6 +27,7 @@ struct Cairn: ParsableCommand {
                 UndeployCommand.self, PinCommand.self, KargsCommand.self, CleanupCommand.self, ConfigDiffCommand.self,
                 PostCopyCommand.self,
             ]),
+            CommandGroup(name: "Remotes and serving", subcommands: [SummaryCommand.self, StaticDeltaCommand.self]),
         ]
     )
 
