@@ -141,26 +141,21 @@ extension Repository {
         return try staticDelta(from: from, to: to)
     }
 
-    /// The delta from `from` to `to` in `deltas/`: its folder and size.
+    /// The delta from `from` to `to` in `deltas/`: its folder, and the size
+    /// of its superblock and the part files the superblock names (libostree
+    /// leaves stale part files of an earlier generation of the same delta,
+    /// which are not counted).
     public func staticDelta(from: String?, to: String) throws -> StaticDeltaInfo {
         let name = from.map { "\($0)-\(to)" } ?? to
         let relative = try Self.staticDeltaPath(from: from, to: to)
+        let delta = try Self.readStaticDelta(path + "/" + relative, checkParts: false)
         var size: UInt64 = 0
-        var files = 0
-        do {
-            let dir = try FileDescriptor.open(Array(relative.utf8), O_RDONLY | O_DIRECTORY | O_NOFOLLOW, relativeTo: directoryDescriptor)
-            try dir.closeAfter {
-                for entry in try FileSystem.directoryEntries([0x2e], relativeTo: dir) {
-                    let st = try FileSystem.lstat(entry, relativeTo: dir)
-                    guard (st.st_mode & S_IFMT) == S_IFREG else { continue }
-                    size += UInt64(st.st_size)
-                    files += 1
-                }
-            }
-        } catch let e as SystemError {
-            throw RepoError("reading static delta \(name) (\(path)/\(relative))", e.message)
+        for file in [delta.superblockFile] + delta.partFiles {
+            var st = stat()
+            guard stat(file, &st) == 0 else { throw RepoError("reading static delta \(name)", "\(file): \(String(cString: strerror(errno)))") }
+            size += UInt64(st.st_size)
         }
-        return StaticDeltaInfo(name: name, relativePath: relative, size: size, files: files)
+        return StaticDeltaInfo(name: name, relativePath: relative, size: size, files: 1 + delta.partFiles.count)
     }
 
     /// libostree's folder of a delta: `deltas/` then the checksums in its
@@ -189,7 +184,7 @@ extension Repository {
     /// cannot check ed25519).
     @discardableResult
     public func applyStaticDeltaOffline(_ path: String) throws -> StaticDeltaEnds {
-        let ends = try Self.staticDeltaEnds(path)
+        let ends = try Self.readStaticDelta(path, checkParts: true).ends
         let context = "applying static delta \(path) to \(self.path)"
         if let from = ends.from, try !hasCommit(from) {
             throw RepoError(context, "its source commit \(from) is not in the repository (apply the delta to \(from) first)")
@@ -227,12 +222,21 @@ extension Repository {
         return have != 0
     }
 
-    /// Reads the source and target commits from a delta's superblock (a
-    /// folder's `superblock`, or the file itself), refusing a file that is
-    /// not a superblock in GVariant normal form (libostree would read one
-    /// with zeros where fields are unreadable) and a part file whose SHA-256
-    /// is not the one the superblock records.
-    static func staticDeltaEnds(_ path: String) throws -> StaticDeltaEnds {
+    /// A delta's superblock, read and checked.
+    struct StaticDeltaSuperblock {
+        var ends: StaticDeltaEnds
+        var superblockFile: String
+        /// The part files it names (parts not inline), in order.
+        var partFiles: [String]
+    }
+
+    /// Reads the source and target commits and the parts from a delta's
+    /// superblock (a folder's `superblock`, or the file itself), refusing a
+    /// file that is not a superblock in GVariant normal form (libostree would
+    /// read one with zeros where fields are unreadable) and, with
+    /// `checkParts`, a part file whose SHA-256 is not the one the superblock
+    /// records.
+    static func readStaticDelta(_ path: String, checkParts: Bool) throws -> StaticDeltaSuperblock {
         let context = "reading static delta \(path)"
         var st = stat()
         guard stat(path, &st) == 0 else { throw RepoError(context, String(cString: strerror(errno))) }
@@ -269,13 +273,16 @@ extension Repository {
         let metadata = superblock.child(0), headers = superblock.child(6)
         let partPrefix = try staticDeltaPath(from: ends.from, to: ends.to) + "/"
         let folder = file.lastIndex(of: "/").map { String(file[..<$0]) } ?? "."
+        var parts: [String] = []
         for i in 0..<headers.childCount {
             if let inline = g_variant_lookup_value(metadata.raw, partPrefix + String(i), nil) {
                 g_variant_unref(inline)
                 continue
             }
-            let expected = hexString(headers.child(i).child(1).bytes)
             let part = folder + "/" + String(i)
+            parts.append(part)
+            guard checkParts else { continue }
+            let expected = hexString(headers.child(i).child(1).bytes)
             guard let partFile = g_mapped_file_new(part, 0, &error) else {
                 throw RepoError(context, "part \(i) of the delta: \(consumeGError(error))")
             }
@@ -287,6 +294,6 @@ extension Repository {
                 throw RepoError(context, "part \(i) of the delta (\(part)) is corrupt: its SHA-256 is \(actual), the superblock says \(expected)")
             }
         }
-        return ends
+        return StaticDeltaSuperblock(ends: ends, superblockFile: file, partFiles: parts)
     }
 }
