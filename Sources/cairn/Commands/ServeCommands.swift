@@ -104,6 +104,10 @@ struct SummaryCommand: ParsableCommand {
         }
         let summary: RepositorySummary
         do { summary = try RepositorySummary(serialized: bytes) } catch {
+            // A summary its signature does not cover is refused for that first.
+            if let policy, case .failure(let f) = policy.verify(summary: bytes, signatures: signatureBytes) {
+                throw RepoError("summary of \(repository.path) is refused", f.description(for: .summary))
+            }
             throw RepoError("reading \(repository.path)/summary", error.description)
         }
         var signatures = SignatureSummary()
