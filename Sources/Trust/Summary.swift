@@ -96,6 +96,7 @@ public struct RepositorySummary: Sendable {
 
     /// Parses the exact bytes of a `summary` file.
     public init(serialized: [UInt8]) throws(GVariantError) {
+        guard !serialized.isEmpty else { throw GVariantError(path: "summary", problem: "empty (0 bytes)") }
         let v: GVariant
         do { v = try GVariant(type: RepositorySummary.type, data: serialized) } catch { throw RepositorySummary.nameField(error) }
         let parts = v.children
