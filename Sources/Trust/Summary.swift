@@ -49,8 +49,10 @@ public struct RepositorySummary: Sendable {
     /// One ref of the summary.
     public struct Ref: Sendable {
         public var name: String
-        /// The commit checksum, 32 bytes.
-        public var checksum: [UInt8]
+        /// The commit checksum: 64 lower-case hex characters.
+        public var checksum: String { hexString(checksumBytes) }
+        /// The commit checksum as stored, 32 bytes.
+        public var checksumBytes: [UInt8]
         /// Size of the commit object in bytes (stored in the summary writer's
         /// byte order, little-endian on every machine ostree runs on).
         public var commitSize: UInt64
@@ -60,9 +62,6 @@ public struct RepositorySummary: Sendable {
         public var timestamp: UInt64?
         /// `ostree.commit.version`, when present.
         public var version: String?
-
-        /// The commit checksum as 64 lower-case hex characters.
-        public var commit: String { hexString(checksum) }
     }
 
     /// A static delta the summary lists (`ostree.static-deltas`).
@@ -197,7 +196,7 @@ public struct RepositorySummary: Sendable {
                 }
                 return value
             }
-            refs.append(Ref(name: name, checksum: checksum, commitSize: info[0].uint64Value ?? 0, metadata: metadata,
+            refs.append(Ref(name: name, checksumBytes: checksum, commitSize: info[0].uint64Value ?? 0, metadata: metadata,
                             timestamp: try field(SummaryKey.commitTimestamp, .uint64)?.uint64Value?.byteSwapped,
                             version: try field(SummaryKey.commitVersion, .string)?.stringValue))
         }

@@ -67,13 +67,13 @@ final class SummaryTests: XCTestCase {
         ])
         let s = try RepositorySummary(serialized: bytes)
         XCTAssertEqual(s.refs.map(\.name), ["apps/a", "os/x86_64"])
-        XCTAssertEqual(s.refs[0].commit, String(repeating: "01", count: 32))
+        XCTAssertEqual(s.refs[0].checksum, String(repeating: "01", count: 32))
         XCTAssertEqual(s.refs[0].commitSize, 158)
         XCTAssertEqual(s.refs[0].timestamp, 1_700_000_000)
         XCTAssertNil(s.refs[0].version)
         XCTAssertEqual(s.refs[1].version, "12.5")
         XCTAssertEqual(s.refs[1].metadata.keys, [SummaryKey.commitVersion, "other"])
-        XCTAssertEqual(s.ref("os/x86_64")?.checksum, b)
+        XCTAssertEqual(s.ref("os/x86_64")?.checksumBytes, b)
         XCTAssertNil(s.ref("os"))
         XCTAssertEqual(s.lastModified, 1_764_633_600)
         XCTAssertEqual(s.expires, 1_767_225_600)
@@ -283,8 +283,8 @@ final class SummaryTests: XCTestCase {
         let refs = try runTool(["ostree", "refs", "--repo=\(fx.repo)"]).out.split(separator: "\n").map(String.init).sorted()
         XCTAssertEqual(s.refs.map(\.name), refs)
         for ref in s.refs {
-            XCTAssertEqual(try runTool(["ostree", "rev-parse", "--repo=\(fx.repo)", ref.name]).out, ref.commit + "\n")
-            XCTAssertEqual(ref.commitSize, UInt64(try fx.commitBytes(ref.commit).count))
+            XCTAssertEqual(try runTool(["ostree", "rev-parse", "--repo=\(fx.repo)", ref.name]).out, ref.checksum + "\n")
+            XCTAssertEqual(ref.commitSize, UInt64(try fx.commitBytes(ref.checksum).count))
         }
         XCTAssertEqual(s.ref("other/branch")?.timestamp, 1_614_834_367)  // the fixture's --timestamp=2021-03-04 05:06:07
         XCTAssertEqual(s.staticDeltas.map(\.name), ["\(fx.first)-\(fx.second)"])
@@ -295,7 +295,7 @@ final class SummaryTests: XCTestCase {
 
         let view = try runTool(["ostree", "summary", "--view", "--repo=\(fx.repo)"]).out
         for ref in s.refs {
-            XCTAssertTrue(view.contains("* \(ref.name)\n    Latest Commit (\(ref.commitSize) bytes):\n      \(ref.commit)\n"), view)
+            XCTAssertTrue(view.contains("* \(ref.name)\n    Latest Commit (\(ref.commitSize) bytes):\n      \(ref.checksum)\n"), view)
         }
         let lastModified = try XCTUnwrap(s.lastModified)
         let printed = utcDate(lastModified).dropLast() + "+00"   // ostree prints 2026-12-02T10:00:00+00

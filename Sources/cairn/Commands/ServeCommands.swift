@@ -192,7 +192,7 @@ struct SummaryCommand: ParsableCommand {
 
     static func printRef(_ ref: RepositorySummary.Ref) {
         print("  \(ref.name)")
-        print("    Commit:    \(ref.commit) (\(ref.commitSize) bytes)")
+        print("    Commit:    \(ref.checksum) (\(ref.commitSize) bytes)")
         if let t = ref.timestamp { print("    Timestamp: \(utcDate(t))") }
         if let v = ref.version { print("    Version:   \(v)") }
     }
@@ -200,7 +200,7 @@ struct SummaryCommand: ParsableCommand {
     static func refJSON(_ ref: RepositorySummary.Ref) -> [String: Any] {
         [
             "name": ref.name,
-            "commit": ref.commit,
+            "commit": ref.checksum,
             "commitSize": ref.commitSize,
             "timestamp": ref.timestamp.map(utcDate) as Any? ?? NSNull(),
             "version": ref.version as Any? ?? NSNull(),

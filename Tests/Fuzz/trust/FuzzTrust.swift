@@ -99,7 +99,7 @@ public func fuzzTrust(_ data: UnsafePointer<UInt8>, _ size: Int) -> Int32 {
             for (a, b) in zip(list, list.dropFirst()) where !Array(a.name.utf8).lexicographicallyPrecedes(Array(b.name.utf8)) {
                 fail("refs \(a.name) and \(b.name) out of order")
             }
-            for r in list where r.checksum.count != 32
+            for r in list where r.checksumBytes.count != 32
                 || r.name.split(separator: "/", omittingEmptySubsequences: false).contains(where: { $0.isEmpty || $0 == "." || $0 == ".." }) {
                 fail("ref \(r.name) accepted")
             }
