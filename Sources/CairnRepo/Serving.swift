@@ -68,7 +68,8 @@ extension Repository {
                 guard !overflow, expires <= UInt64(Int64.max) else { throw RepoError(context, "an expiry \(expiresIn) s from now is out of range") }
                 var extra = VariantDictionary()
                 extra.set(SummaryKey.expires, GVariant(uint64: expires.byteSwapped))  // big-endian, as ostree reads it
-                additional = Variant(normalForm: extra.serialized(), type: "a{sv}")
+                guard let v = Variant(normalForm: extra.serialized(), type: "a{sv}") else { throw RepoError(context, "cannot build the additional metadata") }
+                additional = v
             }
             try gcall(context) { ostree_repo_regenerate_summary(repo, additional?.raw, nil, $0) }
             guard let bytes = try readRepoFile(Self.summaryFile, limit: Self.summaryLimit, what: "the new summary") else {
@@ -134,9 +135,9 @@ extension Repository {
         let context = "generating static delta \(name) in \(path)"
         var params = VariantDictionary()
         if inlineParts { params.set("inline-parts", GVariant(boolean: true)) }
-        let p = Variant(normalForm: params.serialized(), type: "a{sv}")
+        guard let p = Variant(normalForm: params.serialized(), type: "a{sv}") else { throw RepoError(context, "cannot build the parameters") }
         try gcall(context) {
-            ostree_repo_static_delta_generate(repo, OSTREE_STATIC_DELTA_GENERATE_OPT_MAJOR, from, to, nil, p?.raw, nil, $0)
+            ostree_repo_static_delta_generate(repo, OSTREE_STATIC_DELTA_GENERATE_OPT_MAJOR, from, to, nil, p.raw, nil, $0)
         }
         return try staticDelta(from: from, to: to)
     }
@@ -145,7 +146,7 @@ extension Repository {
     /// of its superblock and the part files the superblock names (libostree
     /// leaves stale part files of an earlier generation of the same delta,
     /// which are not counted).
-    public func staticDelta(from: String?, to: String) throws -> StaticDeltaInfo {
+    func staticDelta(from: String?, to: String) throws -> StaticDeltaInfo {
         let name = from.map { "\($0)-\(to)" } ?? to
         let relative = try Self.staticDeltaPath(from: from, to: to)
         let delta = try Self.readStaticDelta(path + "/" + relative, checkParts: false)
@@ -246,21 +247,16 @@ extension Repository {
         defer { g_mapped_file_unref(mapped) }
         let bytes = g_mapped_file_get_bytes(mapped)
         defer { g_bytes_unref(bytes) }
-        func load(_ typeString: String, _ data: OpaquePointer?) -> Variant? {
-            let type = g_variant_type_new(typeString)
-            defer { g_variant_type_free(type) }
-            let v = Variant(taking: g_variant_new_from_bytes(type, data, 0))
-            return g_variant_is_normal_form(v.raw) != 0 ? v : nil
-        }
-        let notSuperblock = RepoError(context, "\(file) is not a static delta superblock (not a GVariant \(staticDeltaSuperblockType) in normal form)")
-        var superblock = load(staticDeltaSuperblockType, bytes)
-        if superblock == nil, let signed = load("(taya{sv})", bytes),
+        var superblock = Variant(normalForm: bytes, type: staticDeltaSuperblockType)
+        if superblock == nil, let signed = Variant(normalForm: bytes, type: "(taya{sv})"),
            UInt64(bigEndian: signed.child(0).uint64) == 0x4F53_5453_474E_4454 {  // "OSTSGNDT": a signed superblock
             let inner = g_variant_get_data_as_bytes(signed.child(1).raw)
             defer { g_bytes_unref(inner) }
-            superblock = load(staticDeltaSuperblockType, inner)
+            superblock = Variant(normalForm: inner, type: staticDeltaSuperblockType)
         }
-        guard let superblock else { throw notSuperblock }
+        guard let superblock else {
+            throw RepoError(context, "\(file) is not a static delta superblock (not a GVariant \(staticDeltaSuperblockType) in normal form)")
+        }
         let from = superblock.child(2).bytes, to = superblock.child(3).bytes
         guard to.count == 32, from.isEmpty || from.count == 32 else {
             throw RepoError(context, "\(file): the superblock's commit checksums are \(from.count) and \(to.count) bytes, not 32")

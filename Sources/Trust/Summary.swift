@@ -313,7 +313,7 @@ public func signSummary(_ summary: [UInt8], with keys: [Ed25519SecretKey]) throw
 
 /// "2026-12-02T10:00:00Z" for seconds since the epoch (proleptic Gregorian,
 /// UTC), without Foundation or the C library's time zone state.
-public func utcDate(_ seconds: UInt64) -> String {
+func utcDate(_ seconds: UInt64) -> String {
     let days = Int64(seconds / 86400), rest = Int(seconds % 86400)
     // Howard Hinnant's civil_from_days.
     let z = days + 719468

@@ -84,7 +84,7 @@ struct SummaryCommand: ParsableCommand {
         let result = try repository.updateSummary(signingKeys: keys, expiresIn: seconds)
         let s = result.summary
         print("Updated \(repository.path)/summary: \(s.refs.count) ref(s), \(s.staticDeltas.count) static delta(s), \(result.size) bytes")
-        if let e = s.expires { print("Expires: \(utcDate(e))") }
+        if let e = s.expires { print("Expires: \(Terminal.isoDate(e))") }
         for key in result.signedBy { print("Signed summary with ed25519 key \(key.base64)") }
         if result.signedBy.isEmpty {
             Terminal.note("the summary is not signed (no --sign-key); clients that verify summaries refuse it")
@@ -132,8 +132,8 @@ struct SummaryCommand: ParsableCommand {
                 "repository": repository.path,
                 "size": bytes.count,
                 "refs": summary.refs.map(Self.refJSON),
-                "lastModified": summary.lastModified.map(utcDate) as Any? ?? NSNull(),
-                "expires": summary.expires.map(utcDate) as Any? ?? NSNull(),
+                "lastModified": summary.lastModified.map(Terminal.isoDate) as Any? ?? NSNull(),
+                "expires": summary.expires.map(Terminal.isoDate) as Any? ?? NSNull(),
                 "expired": expired,
                 "mode": summary.mode as Any? ?? NSNull(),
                 "collectionId": summary.collectionID as Any? ?? NSNull(),
@@ -162,8 +162,8 @@ struct SummaryCommand: ParsableCommand {
             try Terminal.printJSON(object)
         } else {
             print("Summary:       \(repository.path)/summary (\(bytes.count) bytes)")
-            print("Last-Modified: \(summary.lastModified.map(utcDate) ?? "not recorded")")
-            print("Expires:       \(summary.expires.map { utcDate($0) + (expired ? " (expired)" : "") } ?? "never")")
+            print("Last-Modified: \(summary.lastModified.map(Terminal.isoDate) ?? "not recorded")")
+            print("Expires:       \(summary.expires.map { Terminal.isoDate($0) + (expired ? " (expired)" : "") } ?? "never")")
             if let mode = summary.mode { print("Mode:          \(mode)") }
             if let id = summary.collectionID { print("Collection:    \(id)") }
             print("Refs:          \(summary.refs.count)")
@@ -193,7 +193,7 @@ struct SummaryCommand: ParsableCommand {
     static func printRef(_ ref: RepositorySummary.Ref) {
         print("  \(ref.name)")
         print("    Commit:    \(ref.checksum) (\(ref.commitSize) bytes)")
-        if let t = ref.timestamp { print("    Timestamp: \(utcDate(t))") }
+        if let t = ref.timestamp { print("    Timestamp: \(Terminal.isoDate(t))") }
         if let v = ref.version { print("    Version:   \(v)") }
     }
 
@@ -202,7 +202,7 @@ struct SummaryCommand: ParsableCommand {
             "name": ref.name,
             "commit": ref.checksum,
             "commitSize": ref.commitSize,
-            "timestamp": ref.timestamp.map(utcDate) as Any? ?? NSNull(),
+            "timestamp": ref.timestamp.map(Terminal.isoDate) as Any? ?? NSNull(),
             "version": ref.version as Any? ?? NSNull(),
             "metadataKeys": ref.metadata.keys,
         ]
