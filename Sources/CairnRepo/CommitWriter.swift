@@ -231,7 +231,7 @@ extension Repository {
 
     /// Empties the transaction's staging directory, then aborts it; returns
     /// `error`, with a note if the staged objects could not be removed.
-    private func abortTransaction(after error: Error) -> Error {
+    func abortTransaction(after error: Error) -> Error {
         var result = error
         do {
             try discardStagedObjects()

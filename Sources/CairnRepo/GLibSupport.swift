@@ -57,6 +57,23 @@ final class Variant {
         self.raw = g_variant_ref_sink(raw)
     }
 
+    /// A value of type `typeString` over `gbytes` (a GBytes, which it
+    /// references); nil when they are not in GVariant normal form.
+    convenience init?(normalForm gbytes: OpaquePointer?, type typeString: String) {
+        let type = g_variant_type_new(typeString)
+        defer { g_variant_type_free(type) }
+        self.init(taking: g_variant_new_from_bytes(type, gbytes, 0))
+        guard g_variant_is_normal_form(raw) != 0 else { return nil }
+    }
+
+    /// A value of type `typeString` holding a copy of `bytes`; nil when
+    /// they are not in GVariant normal form.
+    convenience init?(normalForm bytes: [UInt8], type typeString: String) {
+        let gbytes = bytes.withUnsafeBytes { g_bytes_new($0.baseAddress, gsize($0.count)) }
+        defer { g_bytes_unref(gbytes) }
+        self.init(normalForm: gbytes, type: typeString)
+    }
+
     deinit { g_variant_unref(raw) }
 
     var childCount: Int { Int(g_variant_n_children(raw)) }

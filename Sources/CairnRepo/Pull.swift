@@ -102,27 +102,29 @@ extension Repository {
         let summary = bytes(of: summaryBytes)
         let signatures = signatureBytes.map(bytes(of:))
         var state = RemoteState(remote: remote, refs: [])
-        let parsed: RepositorySummary
-        do { parsed = try RepositorySummary(serialized: summary) } catch {
-            throw RepoError("summary of remote \(name) (\(remote.url))", "\(error)")
-        }
-        if remote.signVerify {
-            let policy = TrustPolicy(trustedKeys: keys, revokedKeys: try trust().revoked + revoked)
-            switch policy.verify(summary: summary, signatures: signatures) {
-            case .success(let v):
-                state.summaryVerifiedBy = "Good ed25519 signature #\(v.signatureIndex) by trusted key \(v.keyBase64)"
-            case .failure(let f):
-                if signatures == nil && !remote.signVerifySummary {
-                    state.warnings.append("the summary of remote \(name) is not signed (sign-verify-summary is off); commits are still verified")
-                } else {
-                    throw RepoError("summary of remote \(name) (\(remote.url))", "refused: \(f.description)")
-                }
-            }
-        }
         var now = timespec()
         clock_gettime(CLOCK_REALTIME, &now)
-        if let expires = parsed.expires, parsed.isExpired(now: UInt64(now.tv_sec)) {
-            throw RepoError("summary of remote \(name) (\(remote.url))", "refused: it expired at \(expires) (seconds since the epoch); the server must publish a fresh one ('cairn summary --update')")
+        let parsed: RepositorySummary
+        if remote.signVerify && (signatures != nil || remote.signVerifySummary) {
+            // Signature, then parse, then expiry: the summary is read only once it verifies.
+            let policy = TrustPolicy(trustedKeys: keys, revokedKeys: try trust().revoked + revoked)
+            switch policy.verifiedSummary(summary, signatures: signatures, now: UInt64(now.tv_sec)) {
+            case .success(let (v, s)):
+                state.summaryVerifiedBy = "Good ed25519 signature #\(v.signatureIndex) by trusted key \(v.keyBase64)"
+                parsed = s
+            case .failure(let f):
+                throw RepoError("summary of remote \(name) (\(remote.url))", "refused: \(f.description(for: .summary))")
+            }
+        } else {
+            do { parsed = try RepositorySummary(serialized: summary) } catch {
+                throw RepoError("summary of remote \(name) (\(remote.url))", "\(error)")
+            }
+            if remote.signVerify {
+                state.warnings.append("the summary of remote \(name) is not signed (sign-verify-summary is off); commits are still verified")
+            }
+            if let expires = parsed.expires, parsed.isExpired(now: UInt64(now.tv_sec)) {
+                throw RepoError("summary of remote \(name) (\(remote.url))", "refused: \(VerificationFailure.summaryExpired(expires: expires).description(for: .summary))")
+            }
         }
         state.refs = parsed.refs.map { ($0.name, $0.checksum) }
         return state

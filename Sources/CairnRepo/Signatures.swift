@@ -1,5 +1,6 @@
 import COSTree
 import CairnSystem
+import Trust
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -21,6 +22,26 @@ public struct SignatureSummary: Sendable {
     /// Issuer of each OpenPGP signature (fingerprint, else key id; hex),
     /// nil when the packet does not name one.
     public var gpgIssuers: [String?] { gpg.map(openPGPIssuer) }
+
+    public init() {}
+
+    /// The signatures in the bytes of an `a{sv}` signature file (a
+    /// `summary.sig`), read with cairn's own parser; nil bytes for a missing
+    /// file. Throws when the bytes are not a normal-form `a{sv}`.
+    public init(signatureFile bytes: [UInt8]?) throws(GVariantError) {
+        guard let bytes else { return }
+        let dict = try VariantDictionary(serialized: bytes)
+        hasDetachedMetadata = true
+        keys = dict.keys
+        for e in dict.entries where e.key == MetadataKey.ed25519Signatures || e.key == MetadataKey.gpgSignatures {
+            guard e.value.type == .byteArrayArray else {
+                wrongTypes.append((e.key, e.value.type.typeString))
+                continue
+            }
+            let items = e.value.children.map { $0.byteArrayValue ?? [] }
+            if e.key == MetadataKey.ed25519Signatures { ed25519 += items } else { gpg += items }
+        }
+    }
 }
 
 /// What libostree (gpgme) says about one OpenPGP signature of a commit.
@@ -53,7 +74,7 @@ extension Repository {
     }
 
     /// The bytes of a file under the repository, nil when it does not exist.
-    private func readRepoFile(_ relative: String, limit: Int, what: String) throws -> [UInt8]? {
+    func readRepoFile(_ relative: String, limit: Int, what: String) throws -> [UInt8]? {
         do {
             let fd = try FileDescriptor.open(relative, O_RDONLY, relativeTo: directoryDescriptor)
             return try fd.closeAfter { () throws -> [UInt8] in try fd.readAll(limit: limit) }
@@ -92,12 +113,7 @@ extension Repository {
             try gcall(context) { ostree_repo_write_commit_detached_metadata(repo, checksum, nil, nil, $0) }
             return
         }
-        let type = g_variant_type_new("a{sv}")
-        defer { g_variant_type_free(type) }
-        let gbytes = bytes.withUnsafeBytes { g_bytes_new($0.baseAddress, gsize($0.count)) }
-        defer { g_bytes_unref(gbytes) }
-        let v = Variant(taking: g_variant_new_from_bytes(type, gbytes, 0))
-        guard g_variant_is_normal_form(v.raw) != 0 else {
+        guard let v = Variant(normalForm: bytes, type: "a{sv}") else {
             throw RepoError(context, "refusing to write an a{sv} that is not in GVariant normal form")
         }
         try gcall(context) { ostree_repo_write_commit_detached_metadata(repo, checksum, v.raw, nil, $0) }

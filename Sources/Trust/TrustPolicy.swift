@@ -23,6 +23,11 @@ public enum VerificationFailure: Error, Equatable, CustomStringConvertible, Send
     case missingComposefsDigest
     /// The recorded composefs digest is not 32 bytes.
     case invalidComposefsDigest(length: Int)
+    /// The summary's signature is good but its bytes do not parse.
+    case corruptSummary(GVariantError)
+    /// The verified summary's `ostree.summary.expires` (seconds since the
+    /// epoch) is at or before the time of the check.
+    case summaryExpired(expires: UInt64)
 
     public var description: String {
         switch self {
@@ -37,8 +42,35 @@ public enum VerificationFailure: Error, Equatable, CustomStringConvertible, Send
         case .corruptCommit(let e): return "commit object is corrupt: \(e)"
         case .missingComposefsDigest: return "commit metadata has no \(composefsDigestKey) (ay)"
         case .invalidComposefsDigest(let n): return "\(composefsDigestKey) is \(n) bytes, expected 32"
+        case .corruptSummary(let e): return "summary is corrupt: \(e)"
+        case .summaryExpired(let t): return "summary expired at \(utcDate(t)) (\(SummaryKey.expires))"
         }
     }
+
+    /// The reason worded for what was verified: `description` speaks of a
+    /// commit and its detached metadata; for a summary the signatures are
+    /// in `summary.sig`.
+    public func description(for subject: SignedObject) -> String {
+        guard subject == .summary else { return description }
+        switch self {
+        case .noDetachedMetadata: return "summary has no signature file (summary.sig), hence no signature"
+        case .corruptDetachedMetadata(let e): return "summary.sig is corrupt: \(e)"
+        case .noSignatures: return "summary.sig has no ed25519 signature (\(ed25519SignatureKey))"
+        case .signaturesHaveWrongType(let t): return "\(ed25519SignatureKey) in summary.sig has type \(t), expected aay"
+        case .malformedSignatures(let n): return "none of the \(n) ed25519 signature(s) in summary.sig is 64 bytes long"
+        case .signedByRevokedKey(let k): return "summary is signed only by revoked key \(k)"
+        case .noValidSignature(let n): return "none of the \(n) ed25519 signature(s) in summary.sig verifies the summary with a trusted key"
+        default: return description
+        }
+    }
+}
+
+/// What a signature covers, for wording a `VerificationFailure`.
+public enum SignedObject: Sendable, Equatable {
+    /// A commit object; signatures in its detached metadata (`.commitmeta`).
+    case commit
+    /// A repository's `summary` file; signatures in `summary.sig`.
+    case summary
 }
 
 /// What one signature of a commit is worth under a policy.
@@ -103,6 +135,18 @@ public struct TrustPolicy: Sendable {
     /// one verdict per signature in stored order. Fails only when there is
     /// nothing to check (no key, no metadata, no signature array).
     public func evaluate(commit: [UInt8], detachedMetadata: [UInt8]?) -> Result<[SignatureVerdict], VerificationFailure> {
+        evaluate(message: commit, signatures: detachedMetadata)
+    }
+
+    /// Verifies `commit` against the ed25519 signatures in
+    /// `detachedMetadata`: the first signature by a trusted key wins.
+    public func verify(commit: [UInt8], detachedMetadata: [UInt8]?) -> Result<VerifiedSignature, VerificationFailure> {
+        verify(message: commit, signatures: detachedMetadata)
+    }
+
+    /// One verdict per ed25519 signature in `signatures` (an `a{sv}`, as in
+    /// detached metadata and `summary.sig`) over the exact bytes `message`.
+    func evaluate(message: [UInt8], signatures detachedMetadata: [UInt8]?) -> Result<[SignatureVerdict], VerificationFailure> {
         let keys = effectiveKeys
         guard !keys.isEmpty else { return .failure(.noTrustedKeys) }
         guard let detachedMetadata else { return .failure(.noDetachedMetadata) }
@@ -114,7 +158,7 @@ public struct TrustPolicy: Sendable {
         guard entry.type == .byteArrayArray else { return .failure(.signaturesHaveWrongType(entry.type.typeString)) }
         let signatures = entry.children.map { $0.byteArrayValue ?? [] }
         guard !signatures.isEmpty else { return .failure(.noSignatures) }
-        return .success(commit.withUnsafeBytes { message in
+        return .success(message.withUnsafeBytes { message in
             signatures.map { sig -> SignatureVerdict in
                 guard sig.count == Ed25519.signatureSize else { return .malformed(length: sig.count) }
                 if let key = keys.first(where: { $0.verify(signature: sig, message: message) }) { return .trusted(key) }
@@ -124,11 +168,11 @@ public struct TrustPolicy: Sendable {
         })
     }
 
-    /// Verifies `commit` against the ed25519 signatures in
-    /// `detachedMetadata`: the first signature by a trusted key wins.
-    public func verify(commit: [UInt8], detachedMetadata: [UInt8]?) -> Result<VerifiedSignature, VerificationFailure> {
+    /// The decision over `evaluate(message:signatures:)`: the first
+    /// signature by a trusted key wins; else the most telling reason.
+    func verify(message: [UInt8], signatures: [UInt8]?) -> Result<VerifiedSignature, VerificationFailure> {
         let verdicts: [SignatureVerdict]
-        switch evaluate(commit: commit, detachedMetadata: detachedMetadata) {
+        switch evaluate(message: message, signatures: signatures) {
         case .failure(let f): return .failure(f)
         case .success(let v): verdicts = v
         }

@@ -27,8 +27,9 @@ struct Cairn: ParsableCommand {
                 UndeployCommand.self, PinCommand.self, KargsCommand.self, CleanupCommand.self, ConfigDiffCommand.self,
                 PostCopyCommand.self,
             ]),
-            CommandGroup(name: "Remotes", subcommands: [
+            CommandGroup(name: "Remotes and serving", subcommands: [
                 RemoteCommand.self, PullCommand.self, PullLocalCommand.self, UpgradeCommand.self, SwitchCommand.self,
+                SummaryCommand.self, StaticDeltaCommand.self,
             ]),
         ]
     )

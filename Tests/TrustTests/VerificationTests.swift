@@ -188,6 +188,15 @@ final class RegressionTests: XCTestCase {
                 if let r = try? BootedRecord(serialized: payload) {
                     XCTAssertEqual(try BootedRecord(serialized: r.serialized()), r, name)
                 }
+            case 6:
+                let key = try Ed25519SecretKey(seed: Array(repeating: 7, count: 32))
+                let verified = TrustPolicy(trustedKeys: [key.publicKey]).verifiedSummary(payload, signatures: try signSummary(payload, with: [key]), now: 1)
+                if let s = try? RepositorySummary(serialized: payload) {
+                    XCTAssertEqual(try rebuild(GVariant(type: RepositorySummary.type, data: payload)).serialized, payload, name)
+                    if case .failure(let f) = verified, f != .summaryExpired(expires: s.expires ?? 0) { XCTFail("\(name): \(f)") }
+                } else if case .success = verified {
+                    XCTFail("\(name): unreadable summary verified")
+                }
             default:
                 let half = payload.count / 2
                 _ = TrustPolicy(trustedKeys: [try Ed25519SecretKey(seed: Array(repeating: 7, count: 32)).publicKey])

@@ -20,10 +20,11 @@ func loadSecretKeys(_ paths: [String]) throws -> [Ed25519SecretKey] {
     return keys
 }
 
-/// Lines for `cairn show`: the signatures in the detached metadata.
-func signatureLines(_ s: SignatureSummary) -> [String] {
+/// Lines for `cairn show` (and `cairn summary --view`): the signatures in
+/// the detached metadata (`summary.sig`); `absent` says what is missing.
+func signatureLines(_ s: SignatureSummary, absent: String = "no detached metadata") -> [String] {
     var lines: [String] = []
-    guard s.hasDetachedMetadata else { return ["Signatures:  none (no detached metadata)"] }
+    guard s.hasDetachedMetadata else { return ["Signatures:  none (\(absent))"] }
     lines.append("Signatures:  \(s.ed25519.count) ed25519, \(s.gpg.count) GPG")
     for (i, sig) in s.ed25519.enumerated() {
         lines.append("  ed25519 #\(i): \(Base64.encode(sig))\(sig.count == 64 ? "" : " (\(sig.count) bytes, not 64)")")

@@ -9,7 +9,12 @@
 //      rebuild from its children to the same bytes (normal form is unique)
 //   5: /run/ostree-booted   (BootedRecord; its serialization must read back
 //      as the same record, and be an a{sv} in normal form)
+//   6: summary file         (RepositorySummary; an accepted summary must be
+//      in normal form, its refs sorted, unique, with 32-byte checksums, and
+//      signed by the fuzz key it must verify unless expired at time 1)
 // Anything else from the input: verification against a fixed key.
+// TRUST_FUZZ_TARGET=N in the environment runs target N on every input (the
+// first byte is still taken off), to count runs of one parser.
 
 import Glibc
 
@@ -41,11 +46,14 @@ func rebuild(_ v: GVariant) -> GVariant {
 }
 
 let fuzzKey = try! Ed25519SecretKey(seed: Array(repeating: 7, count: 32))
+let fuzzPolicy = TrustPolicy(trustedKeys: [fuzzKey.publicKey])
+let forcedTarget: UInt8? = getenv("TRUST_FUZZ_TARGET").flatMap { UInt8(String(cString: $0)) }
+func fuzzSignatures(_ summary: [UInt8]) -> [UInt8]? { try! signSummary(summary, with: [fuzzKey]) }
 
 @_cdecl("LLVMFuzzerTestOneInput")
 public func fuzzTrust(_ data: UnsafePointer<UInt8>, _ size: Int) -> Int32 {
     guard size > 0 else { return 0 }
-    let selector = data[0]
+    let selector = forcedTarget ?? data[0]
     let payload = Array(UnsafeBufferPointer(start: data + 1, count: size - 1))
     switch selector {
     case 0:
@@ -80,6 +88,31 @@ public func fuzzTrust(_ data: UnsafePointer<UInt8>, _ size: Int) -> Int32 {
             guard let bytes = try? r.serialized() else { fail("accepted record does not serialize") }
             guard (try? VariantDictionary(serialized: bytes)) != nil else { fail("record serialization is not a{sv}") }
             if (try? BootedRecord(serialized: bytes)) != r { fail("record round trip differs") }
+        }
+    case 6:
+        guard let summary = try? RepositorySummary(serialized: payload) else {
+            if case .success = fuzzPolicy.verifiedSummary(payload, signatures: fuzzSignatures(payload), now: 1) { fail("unreadable summary verified") }
+            return 0
+        }
+        guard let v = try? GVariant(type: RepositorySummary.type, data: payload), rebuild(v).serialized == payload else { fail("summary rebuild differs") }
+        for list in [summary.refs] + summary.collectionRefs.map(\.refs) {
+            for (a, b) in zip(list, list.dropFirst()) where !Array(a.name.utf8).lexicographicallyPrecedes(Array(b.name.utf8)) {
+                fail("refs \(a.name) and \(b.name) out of order")
+            }
+            for r in list where r.checksumBytes.count != 32
+                || r.name.split(separator: "/", omittingEmptySubsequences: false).contains(where: { $0.isEmpty || $0 == "." || $0 == ".." }) {
+                fail("ref \(r.name) accepted")
+            }
+        }
+        if summary.staticDeltas.contains(where: { $0.superblockDigest.count != 32 || $0.to.utf8.count != 64 }) { fail("bad delta accepted") }
+        switch fuzzPolicy.verifiedSummary(payload, signatures: fuzzSignatures(payload), now: 1) {
+        case .success(let (_, parsed)):
+            if summary.isExpired(now: 1) { fail("expired summary verified") }
+            if parsed.refs.map(\.checksum) != summary.refs.map(\.checksum) { fail("verified summary parsed differently") }
+        case .failure(.summaryExpired):
+            if !summary.isExpired(now: 1) { fail("unexpired summary refused as expired") }
+        case .failure(let f):
+            fail("signed summary refused: \(f)")
         }
     default:
         let policy = TrustPolicy(trustedKeys: [fuzzKey.publicKey])

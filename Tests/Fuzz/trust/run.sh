@@ -16,10 +16,12 @@ mkdir -p "$build" "$here/crashes" "$build/corpus"
 cat > "$build/module.modulemap" <<MAP
 module CCairnShim {
     header "$root/Sources/CCairnShim/include/cairn_shim.h"
+    header "$root/Sources/CCairnShim/include/cairn_dirops.h"
     export *
 }
 MAP
 clang -O1 -fsanitize=address -c "$root/Sources/CCairnShim/shim.c" -I "$root/Sources/CCairnShim/include" -o "$build/shim.o"
+clang -O1 -fsanitize=address -c "$root/Sources/CCairnShim/dirops.c" -I "$root/Sources/CCairnShim/include" -o "$build/dirops.o"
 swiftc -O -sanitize=address -parse-as-library -module-name CairnSystem \
     -emit-module -emit-module-path "$build/CairnSystem.swiftmodule" \
     -emit-library -static -o "$build/libCairnSystem.a" \
@@ -30,7 +32,7 @@ swiftc -O -sanitize=fuzzer,address -parse-as-library -module-name TrustFuzz \
     -I "$build" -Xcc -fmodule-map-file="$build/module.modulemap" \
     -I "$root/Sources/CCrypto" \
     "$root"/Sources/Trust/*.swift "$here/FuzzTrust.swift" \
-    "$build/libCairnSystem.a" "$build/shim.o" -lcrypto \
+    "$build/libCairnSystem.a" "$build/shim.o" "$build/dirops.o" -lcrypto \
     -o "$build/fuzz-trust"
 
 # Seeds: the committed corpus, plus fresh ostree objects when the CLI exists.
@@ -45,6 +47,8 @@ if command -v ostree >/dev/null; then
     ostree commit --repo="$t/R" -b x -s second "$t/tree" >/dev/null
     for f in "$t"/R/objects/*/*.commit; do { printf '\000'; cat "$f"; } > "$build/corpus/commit-$(basename "$f")"; done
     for f in "$t"/R/objects/*/*.commitmeta; do { printf '\001'; cat "$f"; } > "$build/corpus/meta-$(basename "$f")"; done
+    ostree static-delta generate --repo="$t/R" --empty --to=x >/dev/null 2>&1
+    ostree summary --repo="$t/R" -u -m ostree.summary.expires='uint64 12345' && { printf '\006'; cat "$t/R/summary"; } > "$build/corpus/summary-ostree"
     rm -rf "$t"
 fi
 
