@@ -85,16 +85,17 @@ extension Sysroot {
 
         if o.check {
             let target: String
+            var version: String?
             if let remote = spec.remote {
-                guard let t = try repo.remoteState(remote, revoked: o.pull.revoked).checksum(of: spec.ref) else {
+                guard let r = try repo.remoteState(remote, revoked: o.pull.revoked, stallTimeout: o.pull.stallTimeout).ref(spec.ref) else {
                     throw DeployError("checking \(refspec)", "the remote's summary has no ref \(spec.ref)")
                 }
-                target = t
+                (target, version) = (r.checksum, r.version)
             } else {
                 target = try repo.resolve(spec.ref)
+                version = (try? repo.commit(target))?.version
             }
             if target == current { return UpgradeResult(outcome: .upToDate(refspec: refspec, commit: target)) }
-            let version = (try? repo.commit(target))?.version
             return UpgradeResult(outcome: .available(refspec: refspec, from: current ?? "", to: target, version: version))
         }
 

@@ -7,6 +7,9 @@ public struct FsckReport: Sendable {
     public var commitsChecked = 0
     /// One line per problem, naming the object.
     public var problems: [String] = []
+    /// Commits an interrupted pull left without all their objects (libostree
+    /// marks them partial; the next pull completes them). Not problems.
+    public var partialCommits: [String] = []
 }
 
 public struct PruneOptions: Sendable {
@@ -101,6 +104,10 @@ extension Repository {
         var fresh: [String: [UInt8]] = [:]
         for commit in objects where commit.type == OSTREE_OBJECT_TYPE_COMMIT {
             report.commitsChecked += 1
+            if isPartial(commit.checksum) {
+                report.partialCommits.append(commit.checksum)
+                continue
+            }
             do {
                 var complete = true
                 for needed in try reachable(from: commit.checksum) where !present.contains(needed) {
@@ -126,6 +133,15 @@ extension Repository {
             }
         }
         return report
+    }
+
+    /// Whether libostree marks the commit partial (`state/<commit>.commitpartial`).
+    func isPartial(_ checksum: String) -> Bool {
+        var state = OSTREE_REPO_COMMIT_STATE_NORMAL
+        var v: OpaquePointer? = nil
+        guard ostree_repo_load_commit(repo, checksum, &v, &state, nil) != 0 else { return false }
+        if let v { g_variant_unref(v) }
+        return state.rawValue & OSTREE_REPO_COMMIT_STATE_PARTIAL.rawValue != 0
     }
 
     static func typeName(_ type: OstreeObjectType) -> String {

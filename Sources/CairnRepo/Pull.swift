@@ -67,13 +67,15 @@ public struct PullReport: Sendable {
 /// What a remote publishes, from its summary, checked as its keys require.
 public struct RemoteState: Sendable {
     public var remote: Remote
-    /// Ref name → commit checksum (hex).
-    public var refs: [(name: String, checksum: String)]
+    /// The refs with their commits (hex checksum, and version and timestamp
+    /// where the summary records them).
+    public var refs: [RepositorySummary.Ref]
     /// The key line that verified the summary, nil when it is unsigned.
     public var summaryVerifiedBy: String?
     public var warnings: [String] = []
 
-    public func checksum(of ref: String) -> String? { refs.first { $0.name == ref }?.checksum }
+    public func checksum(of ref: String) -> String? { self.ref(ref)?.checksum }
+    public func ref(_ name: String) -> RepositorySummary.Ref? { refs.first { $0.name == name } }
 }
 
 extension Repository {
@@ -126,7 +128,7 @@ extension Repository {
                 throw RepoError("summary of remote \(name) (\(remote.url))", "refused: \(VerificationFailure.summaryExpired(expires: expires).description(for: .summary))")
             }
         }
-        state.refs = parsed.refs.map { ($0.name, $0.checksum) }
+        state.refs = parsed.refs
         return state
     }
 
@@ -266,21 +268,25 @@ extension Repository {
     }
 }
 
-/// Runs `body` with a cancellable that a timer on the default main context
-/// (the one libostree's fetcher iterates) cancels when `progress` shows no
-/// new byte or object for `timeout` seconds — or, without a progress, when
-/// `timeout` seconds have passed. The error then says so.
+/// Runs `body` with a cancellable that a watchdog thread cancels when
+/// `progress` shows no new byte or object for `timeout` seconds — or,
+/// without a progress, when `timeout` seconds have passed; the error then
+/// says so. (libostree runs each pull in a main context of its own, so the
+/// watch needs a thread of its own too.)
 func withStallWatch(progress: OpaquePointer?, timeout: Double, what: String, _ body: (UnsafeMutablePointer<GCancellable>?) throws -> Void) throws {
     let cancellable = g_cancellable_new()
     defer { unref(cancellable) }
     let watch = StallWatch(progress: progress, timeout: timeout, cancellable: cancellable)
-    let unmanaged = Unmanaged.passRetained(watch)
-    defer { unmanaged.release() }
-    let source = g_timeout_add(250, { user in
-        Unmanaged<StallWatch>.fromOpaque(user!).takeUnretainedValue().tick()
-        return 1  // G_SOURCE_CONTINUE
-    }, unmanaged.toOpaque())
-    defer { g_source_remove(source) }
+    var thread = pthread_t()
+    let started = pthread_create(&thread, nil, { arg in
+        let watch = Unmanaged<StallWatch>.fromOpaque(arg!).takeRetainedValue()
+        while watch.tick() { usleep(200_000) }
+        return nil
+    }, Unmanaged.passRetained(watch).toOpaque()) == 0
+    defer {
+        watch.finish()
+        if started { pthread_join(thread, nil) }
+    }
     do {
         try body(cancellable)
     } catch let e as RepoError where watch.stalled {
@@ -288,30 +294,77 @@ func withStallWatch(progress: OpaquePointer?, timeout: Double, what: String, _ b
     }
 }
 
-final class StallWatch {
+final class StallWatch: @unchecked Sendable {
     let progress: OpaquePointer?
     let timeout: Double
     let cancellable: UnsafeMutablePointer<GCancellable>?
-    var last: (UInt64, UInt32) = (0, 0)
-    var lastChange = PullTimer.now()
-    var stalled = false
+    private var lock = pthread_mutex_t()
+    private var done = false
+    private var last: (UInt64, UInt32) = (0, 0)
+    private var lastChange = PullTimer.now()
+    private var gaveUp = false
+    /// TCP sockets that existed before the watched call: never touched.
+    private let preexisting: Set<UInt> = Set(tcpSockets().map(\.inode))
+
+    var stalled: Bool {
+        pthread_mutex_lock(&lock)
+        defer { pthread_mutex_unlock(&lock) }
+        return gaveUp
+    }
 
     init(progress: OpaquePointer?, timeout: Double, cancellable: UnsafeMutablePointer<GCancellable>?) {
         self.progress = progress
         self.timeout = timeout
         self.cancellable = cancellable
+        pthread_mutex_init(&lock, nil)
     }
 
-    func tick() {
+    deinit { pthread_mutex_destroy(&lock) }
+
+    func finish() {
+        pthread_mutex_lock(&lock)
+        done = true
+        pthread_mutex_unlock(&lock)
+    }
+
+    /// One look at the progress; false once the watched call has ended.
+    func tick() -> Bool {
+        pthread_mutex_lock(&lock)
+        defer { pthread_mutex_unlock(&lock) }
+        if done { return false }
         if let progress {
             let now = (UInt64(ostree_async_progress_get_uint64(progress, "bytes-transferred")), ostree_async_progress_get_uint(progress, "fetched"))
             if now != last { last = now; lastChange = PullTimer.now() }
         }
-        if !stalled && PullTimer.now() - lastChange > timeout {
-            stalled = true
+        if !gaveUp && PullTimer.now() - lastChange > timeout {
+            gaveUp = true
             g_cancellable_cancel(cancellable)
         }
+        if gaveUp {
+            // Debian's libostree fetches with curl, which watches neither the
+            // cancellable nor the clock, and retries a cut transfer: end the
+            // connections opened since the call began, again on every tick.
+            for s in tcpSockets() where !preexisting.contains(s.inode) { _ = shutdown(s.fd, Int32(SHUT_RDWR)) }
+        }
+        return true
     }
+}
+
+/// The inode numbers of this process's TCP sockets, by descriptor.
+func tcpSockets() -> [(fd: Int32, inode: UInt)] {
+    var found: [(fd: Int32, inode: UInt)] = []
+    for name in (try? FileSystem.directoryEntries(Array("/proc/self/fd".utf8))) ?? [] {
+        guard let fd = Int32(String(decoding: name, as: UTF8.self)) else { continue }
+        var st = stat()
+        guard fstat(fd, &st) == 0, st.st_mode & S_IFMT == S_IFSOCK else { continue }
+        var domain: Int32 = 0, type: Int32 = 0
+        var size = socklen_t(MemoryLayout<Int32>.size)
+        guard getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &domain, &size) == 0, domain == AF_INET || domain == AF_INET6 else { continue }
+        size = socklen_t(MemoryLayout<Int32>.size)
+        guard getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &size) == 0, type == Int32(SOCK_STREAM.rawValue) else { continue }
+        found.append((fd, UInt(st.st_ino)))
+    }
+    return found
 }
 
 final class ProgressBox {

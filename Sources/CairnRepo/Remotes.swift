@@ -7,7 +7,7 @@ import Glibc
 
 /// A remote as the repository config stores it (`[remote "NAME"]`), the
 /// keys ostree reads: `url`, `contenturl`, `sign-verify`,
-/// `sign-verify-summary`, `verification-ed25519-key` (one inline key) or
+/// `verification-ed25519-key` (one inline key) or
 /// `verification-ed25519-file` (a file of keys), `gpg-verify`, and any other
 /// `--set KEY=VALUE`.
 public struct Remote: Sendable {
@@ -25,7 +25,11 @@ public struct Remote: Sendable {
     /// Whether commits (and summaries) from this remote must carry a good
     /// ed25519 signature by one of its keys.
     public var signVerify: Bool { bool("sign-verify", default: false) }
-    public var signVerifySummary: Bool { bool("sign-verify-summary", default: signVerify) }
+    /// Whether the summary must be signed too: with `sign-verify`, unless
+    /// `sign-verify-summary=false`. cairn checks it itself and never writes
+    /// `sign-verify-summary=true`, which would make Debian's libostree
+    /// (without ed25519) refuse to fetch the summary at all.
+    public var signVerifySummary: Bool { signVerify && bool("sign-verify-summary", default: true) }
     public var contentURL: String? { option("contenturl") }
 }
 
@@ -70,7 +74,6 @@ extension Repository {
         if let c = o.contentURL { entries.append(("contenturl", .string(c))) }
         entries.append(("sign-verify", .string(o.signVerify ? "true" : "false")))
         if o.signVerify {
-            entries.append(("sign-verify-summary", .string("true")))
             if o.keys.count == 1 {
                 entries.append(("verification-ed25519-key", .string(o.keys[0].base64)))
             } else if let file = o.keyFile {

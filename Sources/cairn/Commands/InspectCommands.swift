@@ -228,6 +228,7 @@ struct FsckCommand: ParsableCommand {
             deployments = " and the deployments of \(owner.path)"
         }
         for problem in report.problems { Terminal.error(problem) }
+        for c in report.partialCommits { Terminal.note("commit \(c) is partial (an interrupted pull): not checked; pull it again to complete it") }
         print("Checked \(report.objectsChecked) objects in \(report.commitsChecked) commits\(deployments): " +
               (report.problems.isEmpty ? "no problems" : "\(report.problems.count) problem(s)"))
         if !report.problems.isEmpty { throw ExitCode(1) }
