@@ -280,7 +280,7 @@ func withStallWatch(progress: OpaquePointer?, timeout: Double, what: String, _ b
     var thread = pthread_t()
     let started = pthread_create(&thread, nil, { arg in
         let watch = Unmanaged<StallWatch>.fromOpaque(arg!).takeRetainedValue()
-        while watch.tick() { usleep(200_000) }
+        while watch.tick() { watch.pause() }
         return nil
     }, Unmanaged.passRetained(watch).toOpaque()) == 0
     defer {
@@ -298,7 +298,8 @@ final class StallWatch: @unchecked Sendable {
     let progress: OpaquePointer?
     let timeout: Double
     let cancellable: UnsafeMutablePointer<GCancellable>?
-    private var lock = pthread_mutex_t()
+    private let lock = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
+    private let wake = UnsafeMutablePointer<pthread_cond_t>.allocate(capacity: 1)
     private var done = false
     private var last: (UInt64, UInt32) = (0, 0)
     private var lastChange = PullTimer.now()
@@ -307,8 +308,8 @@ final class StallWatch: @unchecked Sendable {
     private let preexisting: Set<UInt> = Set(tcpSockets().map(\.inode))
 
     var stalled: Bool {
-        pthread_mutex_lock(&lock)
-        defer { pthread_mutex_unlock(&lock) }
+        pthread_mutex_lock(lock)
+        defer { pthread_mutex_unlock(lock) }
         return gaveUp
     }
 
@@ -316,21 +317,40 @@ final class StallWatch: @unchecked Sendable {
         self.progress = progress
         self.timeout = timeout
         self.cancellable = cancellable
-        pthread_mutex_init(&lock, nil)
+        pthread_mutex_init(lock, nil)
+        pthread_cond_init(wake, nil)
     }
 
-    deinit { pthread_mutex_destroy(&lock) }
+    deinit {
+        pthread_cond_destroy(wake)
+        pthread_mutex_destroy(lock)
+        wake.deallocate()
+        lock.deallocate()
+    }
 
+    /// Ends the watch; wakes the watchdog so the caller does not wait for it.
     func finish() {
-        pthread_mutex_lock(&lock)
+        pthread_mutex_lock(lock)
         done = true
-        pthread_mutex_unlock(&lock)
+        pthread_cond_signal(wake)
+        pthread_mutex_unlock(lock)
+    }
+
+    /// Waits 200 ms between looks, or until `finish`.
+    func pause() {
+        var deadline = timespec()
+        clock_gettime(CLOCK_REALTIME, &deadline)
+        deadline.tv_nsec += 200_000_000
+        if deadline.tv_nsec >= 1_000_000_000 { deadline.tv_sec += 1; deadline.tv_nsec -= 1_000_000_000 }
+        pthread_mutex_lock(lock)
+        if !done { _ = pthread_cond_timedwait(wake, lock, &deadline) }
+        pthread_mutex_unlock(lock)
     }
 
     /// One look at the progress; false once the watched call has ended.
     func tick() -> Bool {
-        pthread_mutex_lock(&lock)
-        defer { pthread_mutex_unlock(&lock) }
+        pthread_mutex_lock(lock)
+        defer { pthread_mutex_unlock(lock) }
         if done { return false }
         if let progress {
             let now = (UInt64(ostree_async_progress_get_uint64(progress, "bytes-transferred")), ostree_async_progress_get_uint(progress, "fetched"))

@@ -152,18 +152,19 @@ public func fsVerityDigest(_ buffer: UnsafeRawBufferPointer) -> [UInt8] {
 }
 
 /// fs-verity digest of everything readable from `fd` (from its current
-/// offset), computed in userspace; read in 1 MiB chunks.
+/// offset), computed in userspace; read in 64 KiB chunks into a buffer on
+/// the stack (a fresh heap buffer per file costs page faults on every one of
+/// thousands of small objects).
 public func fsVerityDigest(ofFile fd: FileDescriptor) throws -> [UInt8] {
-    let chunk = 1 << 20
-    let buf = UnsafeMutableRawBufferPointer.allocate(byteCount: chunk, alignment: 4096)
-    defer { buf.deallocate() }
-    let h = FsVerityHasher()
-    while true {
-        let n = try fd.read(into: buf)
-        if n == 0 { break }
-        h.update(UnsafeRawBufferPointer(rebasing: buf[0..<n]))
+    try withUnsafeTemporaryAllocation(byteCount: 64 << 10, alignment: 4096) { buf in
+        let h = FsVerityHasher()
+        while true {
+            let n = try fd.read(into: buf)
+            if n == 0 { break }
+            h.update(UnsafeRawBufferPointer(rebasing: buf[0..<n]))
+        }
+        return h.finalize()
     }
-    return h.finalize()
 }
 
 /// fs-verity digest of the file at `path` (raw bytes).

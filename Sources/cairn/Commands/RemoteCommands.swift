@@ -249,7 +249,7 @@ struct UpgradeCommand: ParsableCommand {
         if let p = result.pull {
             for w in p.warnings { Terminal.warning(w) }
             for r in p.refs { if let v = r.verifiedBy { print(v) } }
-            print("Fetched \(p.progress.fetched) objects" + (p.progress.totalDeltaParts > 0 ? " and \(p.progress.fetchedDeltaParts) delta parts" : "")
+            print("Fetched \(p.progress.fetched) objects" + (p.progress.totalDeltaParts > 0 ? " and \(p.progress.fetchedDeltaParts) delta part\(p.progress.fetchedDeltaParts == 1 ? "" : "s")" : "")
                   + ", \(formatBytes(p.progress.bytesTransferred)) in \(String(format: "%.1f", p.progress.elapsed)) s")
         }
         switch result.outcome {
