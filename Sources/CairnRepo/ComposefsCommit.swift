@@ -95,6 +95,27 @@ extension Repository {
         }
     }
 
+    /// Puts into the digest cache the fs-verity digest of every regular file
+    /// object of `commit` it lacks, so a deploy of it hashes nothing: what a
+    /// pull does once the objects are in. Walks only the dirtrees; file
+    /// objects are opened only where the cache has no digest (after an
+    /// upgrade, the changed ones).
+    public func warmDigestCache(commit checksum: String) throws {
+        let c = try commit(checksum)
+        let cache = VerityDigestCache(repositoryPath: path)
+        var seenTrees: Set<String> = []
+        var wanted: Set<String> = []
+        var pending = [c.rootTree]
+        while let tree = pending.popLast() {
+            guard seenTrees.insert(tree).inserted else { continue }
+            let dir = try dirTree(tree)
+            for f in dir.files where cache[f.checksum] == nil { wanted.insert(f.checksum) }
+            pending.append(contentsOf: dir.directories.map(\.treeChecksum))
+        }
+        let regular = try wanted.filter { let o = try file($0); return !o.isSymlink && o.size > 0 }
+        _ = try verityDigests(of: Array(regular), .recompute)
+    }
+
     /// fs-verity digests of file objects. With `.cached`, from the
     /// repository's cache where it has them; every other digest is measured
     /// by the kernel (enabling fs-verity on the object first where the

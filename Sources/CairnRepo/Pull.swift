@@ -186,9 +186,7 @@ extension Repository {
             if o.mirror { entries.append(("flags", .int32(Int32(bitPattern: OSTREE_REPO_PULL_FLAGS_MIRROR.rawValue)))) }
             if o.disableStaticDeltas { entries.append(("disable-static-deltas", .bool(true))) }
             try runPull(name, entries, context: "pulling \(name):\(ref) at \(target)", o, &report)
-            // Ready to deploy: the fs-verity digests of the new objects go into the cache now.
-            let c = try commit(target)
-            _ = try composefsTree(rootTree: c.rootTree, rootMeta: c.rootMeta, digests: .cached)
+            try warmDigestCache(commit: target)
             report.refs.append(pulled)
         }
         report.progress.elapsed = started.seconds

@@ -71,7 +71,9 @@ extension Repository {
                 guard let v = Variant(normalForm: extra.serialized(), type: "a{sv}") else { throw RepoError(context, "cannot build the additional metadata") }
                 additional = v
             }
+            let previous = [Self.summaryFile, Self.summarySignatureFile].map { ($0, modificationSecond($0)) }
             try gcall(context) { ostree_repo_regenerate_summary(repo, additional?.raw, nil, $0) }
+            defer { for (name, second) in previous { if let second { keepAfter(second, name) } } }
             guard let bytes = try readRepoFile(Self.summaryFile, limit: Self.summaryLimit, what: "the new summary") else {
                 throw RepoError(context, "libostree wrote no \(path)/\(Self.summaryFile)")
             }
@@ -95,6 +97,25 @@ extension Repository {
             }
             return SummaryUpdate(summary: parsed, size: bytes.count, signedBy: signedBy)
         }
+    }
+
+    /// The whole-second modification time of a file of the repository, nil
+    /// when it is absent.
+    func modificationSecond(_ name: String) -> Int? {
+        var st = stat()
+        guard fstatat(directoryDescriptor.rawValue, name, &st, AT_SYMLINK_NOFOLLOW) == 0 else { return nil }
+        return st.st_mtim.tv_sec
+    }
+
+    /// Moves the mtime of `name` past `second` when a rewrite within that very
+    /// second left it there: clients ask a web server whether the summary
+    /// changed with If-Modified-Since and ETags that nginx builds from whole
+    /// seconds and the size (which a signature's never changes), and a 304
+    /// would keep them on the old summary.
+    func keepAfter(_ second: Int, _ name: String) {
+        guard let now = modificationSecond(name), now <= second else { return }
+        var times = [timespec(tv_sec: second + 1, tv_nsec: 0), timespec(tv_sec: second + 1, tv_nsec: 0)]
+        _ = utimensat(directoryDescriptor.rawValue, name, &times, AT_SYMLINK_NOFOLLOW)
     }
 
     /// The largest `summary` read (Flathub's is some tens of MiB).

@@ -277,6 +277,28 @@ final class ServeTests: CairnTestCase {
         XCTAssertTrue(try ostree(["summary", "--view", "--repo=\(repo)"]).contains("Expires (ostree.summary.expires): "))
     }
 
+    /// Web servers tell clients whether the summary changed from whole-second
+    /// mtimes (and, in nginx's ETag, the size, which a signature file's never
+    /// changes): an update within the second of the last one must still move
+    /// both files' mtimes forward.
+    func testSummaryRewrittenWithinASecondStillLooksNewer() throws {
+        _ = try commit()
+        let k = try keygen("k")
+        func seconds() throws -> [Int] {
+            try ["summary", "summary.sig"].map { ((try FileManager.default.attributesOfItem(atPath: repo + "/" + $0))[.modificationDate] as! Date).timeIntervalSince1970 }.map { Int($0.rounded(.down)) }
+        }
+        try cairn(["summary", "--update", "--repo", repo, "--sign-key", k.secret])
+        var last = try seconds()
+        for _ in 0..<3 {
+            _ = try commit()
+            try cairn(["summary", "--update", "--repo", repo, "--sign-key", k.secret])
+            let now = try seconds()
+            XCTAssertGreaterThan(now[0], last[0], "summary")
+            XCTAssertGreaterThan(now[1], last[1], "summary.sig")
+            last = now
+        }
+    }
+
     func testUsageAndDurationErrorsWriteNothing() throws {
         _ = try commit()
         let k = try keygen("k")
