@@ -99,8 +99,9 @@ extension Repository {
     /// object of `commit` it lacks, so a deploy of it hashes nothing: what a
     /// pull does once the objects are in. Walks only the dirtrees; file
     /// objects are opened only where the cache has no digest (after an
-    /// upgrade, the changed ones).
-    public func warmDigestCache(commit checksum: String) throws {
+    /// upgrade, the changed ones). `known`: digests already computed from
+    /// these very objects (by a `StagingHasher` during the pull).
+    public func warmDigestCache(commit checksum: String, known: [String: [UInt8]] = [:]) throws {
         let c = try commit(checksum)
         let cache = VerityDigestCache(repositoryPath: path)
         var seenTrees: Set<String> = []
@@ -112,6 +113,9 @@ extension Repository {
             for f in dir.files where cache[f.checksum] == nil { wanted.insert(f.checksum) }
             pending.append(contentsOf: dir.directories.map(\.treeChecksum))
         }
+        var fresh: [(checksum: String, digest: [UInt8])] = []
+        for c in wanted { if let d = known[c] { fresh.append((c, d)); wanted.remove(c) } }
+        _ = cache.record(fresh)  // a cache that cannot be written only costs time later
         let regular = try wanted.filter { let o = try file($0); return !o.isSymlink && o.size > 0 }
         _ = try verityDigests(of: Array(regular), .recompute)
     }
