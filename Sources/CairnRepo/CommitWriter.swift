@@ -203,26 +203,35 @@ extension Repository {
         defer { ostree_repo_commit_modifier_unref(modifier) }
 
         let context = "committing \(source) to \(path)"
+        return try inCleanTransaction(context) {
+            try writeCommit(source: source, scan: scan, options: options, parent: parent,
+                            modifier: modifier, state: state, special: special, context: context)
+        }
+    }
+
+    /// Runs `body` in a libostree transaction that starts empty (a staging
+    /// directory taken over from an earlier transaction still holds that
+    /// one's objects: see Staging.swift) and is committed after it. When
+    /// `body` fails, the staged objects are removed and the transaction
+    /// aborted. When the commit itself fails, some objects may be in
+    /// objects/ already; the rest, complete like them, stay staged for the
+    /// next transaction to publish, which completes this one instead of
+    /// leaving it half there.
+    func inCleanTransaction<T>(_ context: String, _ body: () throws -> T) throws -> T {
         var resumed: gboolean = 0
         try gcall(context) { ostree_repo_prepare_transaction(repo, &resumed, nil, $0) }
-        let result: CommitResult
+        let result: T
         do {
-            // A staging directory taken over from an earlier transaction
-            // still holds that one's objects (see Staging.swift).
             if resumed != 0, try !discardStagedObjects() {
                 throw RepoError(context, "libostree resumed a staging directory that cannot be found under \(path)/tmp")
             }
-            result = try writeCommit(source: source, scan: scan, options: options, parent: parent,
-                                     modifier: modifier, state: state, special: special, context: context)
+            result = try body()
         } catch {
             throw abortTransaction(after: error)
         }
         do {
             try gcall(context) { ostree_repo_commit_transaction(repo, nil, nil, $0) }
         } catch {
-            // Some objects may be in objects/ already; the rest, complete
-            // like them, stay staged for the next commit to publish, which
-            // completes this one instead of leaving it half there.
             _ = ostree_repo_abort_transaction(repo, nil, nil)
             throw error
         }

@@ -285,11 +285,11 @@ func withStallWatch(progress: OpaquePointer?, timeout: Double, what: String, _ b
     var thread = pthread_t()
     let started = pthread_create(&thread, nil, { arg in
         let watch = Unmanaged<StallWatch>.fromOpaque(arg!).takeRetainedValue()
-        while watch.tick() { watch.pause() }
+        while watch.tick() { _ = watch.signal.sleep(milliseconds: 200) }
         return nil
     }, Unmanaged.passRetained(watch).toOpaque()) == 0
     defer {
-        watch.finish()
+        watch.signal.stop()
         if started { pthread_join(thread, nil) }
     }
     do {
@@ -303,75 +303,41 @@ final class StallWatch: @unchecked Sendable {
     let progress: OpaquePointer?
     let timeout: Double
     let cancellable: UnsafeMutablePointer<GCancellable>?
-    private let lock = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
-    private let wake = UnsafeMutablePointer<pthread_cond_t>.allocate(capacity: 1)
-    private var done = false
+    let signal = StopSignal()
     private var last: (UInt64, UInt32) = (0, 0)
     private var lastChange = PullTimer.now()
     private var gaveUp = false
     /// TCP sockets that existed before the watched call: never touched.
     private let preexisting: Set<UInt> = Set(tcpSockets().map(\.inode))
 
-    var stalled: Bool {
-        pthread_mutex_lock(lock)
-        defer { pthread_mutex_unlock(lock) }
-        return gaveUp
-    }
+    var stalled: Bool { signal.withLock { _ in gaveUp } }
 
     init(progress: OpaquePointer?, timeout: Double, cancellable: UnsafeMutablePointer<GCancellable>?) {
         self.progress = progress
         self.timeout = timeout
         self.cancellable = cancellable
-        pthread_mutex_init(lock, nil)
-        pthread_cond_init(wake, nil)
-    }
-
-    deinit {
-        pthread_cond_destroy(wake)
-        pthread_mutex_destroy(lock)
-        wake.deallocate()
-        lock.deallocate()
-    }
-
-    /// Ends the watch; wakes the watchdog so the caller does not wait for it.
-    func finish() {
-        pthread_mutex_lock(lock)
-        done = true
-        pthread_cond_signal(wake)
-        pthread_mutex_unlock(lock)
-    }
-
-    /// Waits 200 ms between looks, or until `finish`.
-    func pause() {
-        var deadline = timespec()
-        clock_gettime(CLOCK_REALTIME, &deadline)
-        deadline.tv_nsec += 200_000_000
-        if deadline.tv_nsec >= 1_000_000_000 { deadline.tv_sec += 1; deadline.tv_nsec -= 1_000_000_000 }
-        pthread_mutex_lock(lock)
-        if !done { _ = pthread_cond_timedwait(wake, lock, &deadline) }
-        pthread_mutex_unlock(lock)
     }
 
     /// One look at the progress; false once the watched call has ended.
     func tick() -> Bool {
-        pthread_mutex_lock(lock)
-        defer { pthread_mutex_unlock(lock) }
-        if done { return false }
-        if let progress {
-            let now = (UInt64(ostree_async_progress_get_uint64(progress, "bytes-transferred")), ostree_async_progress_get_uint(progress, "fetched"))
-            if now != last { last = now; lastChange = PullTimer.now() }
+        signal.withLock { stopped in
+            if stopped { return false }
+            if let progress {
+                let now = (UInt64(ostree_async_progress_get_uint64(progress, "bytes-transferred")), ostree_async_progress_get_uint(progress, "fetched"))
+                if now != last { last = now; lastChange = PullTimer.now() }
+            }
+            if !gaveUp && PullTimer.now() - lastChange > timeout {
+                gaveUp = true
+                g_cancellable_cancel(cancellable)
+            }
+            if gaveUp {
+                // Debian's libostree fetches with curl, which watches neither the
+                // cancellable nor the clock, and retries a cut transfer: end the
+                // connections opened since the call began, again on every tick.
+                for s in tcpSockets() where !preexisting.contains(s.inode) { _ = shutdown(s.fd, Int32(SHUT_RDWR)) }
+            }
+            return true
         }
-        if !gaveUp && PullTimer.now() - lastChange > timeout {
-            gaveUp = true
-            g_cancellable_cancel(cancellable)
-        }
-        if gaveUp {
-            // Debian's libostree fetches with curl, which watches neither the
-            // cancellable nor the clock, and retries a cut transfer: end the
-            // connections opened since the call began, again on every tick.
-            for s in tcpSockets() where !preexisting.contains(s.inode) { _ = shutdown(s.fd, Int32(SHUT_RDWR)) }
-        }
-        return true
     }
 }
 

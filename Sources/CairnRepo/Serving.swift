@@ -211,12 +211,7 @@ extension Repository {
         if let from = ends.from, try !hasCommit(from) {
             throw RepoError(context, "its source commit \(from) is not in the repository (apply the delta to \(from) first)")
         }
-        var resumed: gboolean = 0
-        try gcall(context) { ostree_repo_prepare_transaction(repo, &resumed, nil, $0) }
-        do {
-            if resumed != 0, try !discardStagedObjects() {
-                throw RepoError(context, "libostree resumed a staging directory that cannot be found under \(self.path)/tmp")
-            }
+        try inCleanTransaction(context) {
             let file = g_file_new_for_path(path)
             defer { unref(file) }
             do {
@@ -226,14 +221,6 @@ extension Repository {
                 throw e
             }
             guard try hasCommit(ends.to) else { throw RepoError(context, "the delta did not write commit \(ends.to)") }
-        } catch {
-            throw abortTransaction(after: error)
-        }
-        do {
-            try gcall(context) { ostree_repo_commit_transaction(repo, nil, nil, $0) }
-        } catch {
-            _ = ostree_repo_abort_transaction(repo, nil, nil)
-            throw error
         }
         return ends
     }

@@ -15,9 +15,7 @@ import Glibc
 /// pull.
 final class StagingHasher: @unchecked Sendable {
     private let repo: FileDescriptor
-    private let lock = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
-    private let wake = UnsafeMutablePointer<pthread_cond_t>.allocate(capacity: 1)
-    private var stopping = false
+    private let signal = StopSignal()
     private var digests: [String: [UInt8]] = [:]
     private var tried: Set<String> = []
     private var thread = pthread_t()
@@ -25,50 +23,23 @@ final class StagingHasher: @unchecked Sendable {
 
     init(repositoryDescriptor: FileDescriptor) {
         repo = repositoryDescriptor
-        pthread_mutex_init(lock, nil)
-        pthread_cond_init(wake, nil)
-    }
-
-    deinit {
-        pthread_cond_destroy(wake)
-        pthread_mutex_destroy(lock)
-        wake.deallocate()
-        lock.deallocate()
     }
 
     func start() {
+        let me = Unmanaged.passRetained(self)
         started = pthread_create(&thread, nil, { arg in
             let h = Unmanaged<StagingHasher>.fromOpaque(arg!).takeRetainedValue()
-            while h.waitUnlessStopping() { h.scan() }
+            while h.signal.sleep(milliseconds: 100) { h.scan() }
             return nil
-        }, Unmanaged.passRetained(self).toOpaque()) == 0
+        }, me.toOpaque()) == 0
+        if !started { me.release() }  // the pass after the pull does it all
     }
 
     /// Stops the thread and returns the digests it computed, by checksum.
     func stop() -> [String: [UInt8]] {
-        pthread_mutex_lock(lock)
-        stopping = true
-        pthread_cond_signal(wake)
-        pthread_mutex_unlock(lock)
+        signal.stop()
         if started { pthread_join(thread, nil) }
         return digests
-    }
-
-    private func waitUnlessStopping() -> Bool {
-        var deadline = timespec()
-        clock_gettime(CLOCK_REALTIME, &deadline)
-        deadline.tv_nsec += 100_000_000
-        if deadline.tv_nsec >= 1_000_000_000 { deadline.tv_sec += 1; deadline.tv_nsec -= 1_000_000_000 }
-        pthread_mutex_lock(lock)
-        defer { pthread_mutex_unlock(lock) }
-        if !stopping { _ = pthread_cond_timedwait(wake, lock, &deadline) }
-        return !stopping
-    }
-
-    private var isStopping: Bool {
-        pthread_mutex_lock(lock)
-        defer { pthread_mutex_unlock(lock) }
-        return stopping
     }
 
     private func scan() {
@@ -80,7 +51,7 @@ final class StagingHasher: @unchecked Sendable {
             where (prefix.type == DT_DIR || prefix.type == DT_UNKNOWN) && prefix.name.count == 2 {
                 for entry in (try? FileSystem.directoryEntriesWithTypes(prefix.name, relativeTo: dir)) ?? []
                 where (entry.type == DT_REG || entry.type == DT_UNKNOWN) && entry.name.count == 62 + 5 && entry.name.suffix(5) == Array(".file".utf8) {
-                    if isStopping { return }
+                    if signal.withLock({ $0 }) { return }
                     let checksum = String(decoding: prefix.name + entry.name.prefix(62), as: UTF8.self)
                     guard tried.insert(checksum).inserted else { continue }
                     if let d = digest(prefix.name + [0x2f] + entry.name, in: dir) { digests[checksum] = d }
