@@ -129,34 +129,8 @@ final class SignTests: XCTestCase {
         let c = try commit()
         // An independent signer: raw Ed25519 over the .commit bytes, and the
         // detached metadata a{sv} serialized by hand (GVariant spec).
-        let script = """
-            import base64, sys
-            from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-            from cryptography.hazmat.primitives import serialization
-            key = Ed25519PrivateKey.generate()
-            raw = serialization.Encoding.Raw
-            pub = key.public_key().public_bytes(raw, serialization.PublicFormat.Raw)
-            sig = key.sign(open(sys.argv[1], 'rb').read())
-            def width(body, n):
-                for w in (1, 2, 4, 8):
-                    if body + n * w < 1 << (8 * w): return w
-            def array(elems, align):
-                out, offs = b'', []
-                for e in elems:
-                    out += b'\\0' * (-len(out) % align) + e
-                    offs.append(len(out))
-                w = width(len(out), len(offs))
-                return out + b''.join(o.to_bytes(w, 'little') for o in offs)
-            def entry(key, value, vtype):
-                k = key.encode() + b'\\0'
-                out = k + b'\\0' * (-len(k) % 8) + value + b'\\0' + vtype
-                return out + len(k).to_bytes(width(len(out), 1), 'little')
-            meta = array([entry('ostree.sign.ed25519', array([sig], 1), b'aay')], 8)
-            open(sys.argv[2], 'wb').write(meta)
-            open(sys.argv[3], 'w').write(base64.b64encode(pub).decode() + '\\n')
-            print(base64.b64encode(pub).decode())
-            """
-        let r = try TestSupport.run("python3", ["-c", script, objectPath(c, "commit"), objectPath(c, "commitmeta"), dir + "/py.pub"])
+        let script = TestSupport.packageRoot.appendingPathComponent("Tests/Scripts/ed25519_sign.py").path
+        let r = try TestSupport.run("python3", [script, objectPath(c, "commit"), objectPath(c, "commitmeta"), dir + "/py.pub"])
         if r.stderr.contains("No module named 'cryptography'") { throw XCTSkip("python3-cryptography missing") }
         XCTAssertEqual(r.status, 0, r.stderr)
         let v = try cairn(["verify", "--repo", repo, "os", "--keys", dir + "/py.pub"])
