@@ -185,15 +185,16 @@ extension Repository {
             var entries: [(String, VariantValue)] = [("refs", .strings([ref])), ("override-commit-ids", .strings([target])), ("depth", .int32(o.depth))]
             if o.mirror { entries.append(("flags", .int32(Int32(bitPattern: OSTREE_REPO_PULL_FLAGS_MIRROR.rawValue)))) }
             if o.disableStaticDeltas { entries.append(("disable-static-deltas", .bool(true))) }
-            let hasher = StagingHasher(repositoryDescriptor: directoryDescriptor)
-            hasher.start()
+            // Digests are for deploying, which an archive repository (a mirror) never does.
+            let hasher = mode == .archive ? nil : StagingHasher(repositoryDescriptor: directoryDescriptor)
+            hasher?.start()
             do {
                 try runPull(name, entries, context: "pulling \(name):\(ref) at \(target)", o, &report)
             } catch {
-                _ = hasher.stop()
+                _ = hasher?.stop()
                 throw error
             }
-            try warmDigestCache(commit: target, known: hasher.stop())
+            if let hasher { try warmDigestCache(commit: target, known: hasher.stop()) }
             report.refs.append(pulled)
         }
         report.progress.elapsed = started.seconds

@@ -232,6 +232,27 @@ final class NetworkTests: SysrootTestCase {
         XCTAssertTrue(server.requests().contains { $0.path.hasSuffix(".commit") })
     }
 
+    /// A mirror: `pull --mirror` into an archive repository keeps the refs as
+    /// local branches and the signatures, hashes nothing for deploying (no
+    /// digest cache), and, once summarised and served, feeds a machine.
+    func testMirrorIntoAnArchiveRepositoryFeedsAMachine() throws {
+        let server = try serve(build, scratch: dir)
+        let v1 = try publish("1.0")
+        let mirror = dir + "/mirror"
+        try cairn(["init", "--repo", mirror, "--mode", "archive"])
+        try cairn(["remote", "add", "--repo", mirror, "--sign-keys", pub, "upstream", server.url])
+        let r = try cairn(["pull", "--repo", mirror, "--mirror", "upstream:os/x"])
+        XCTAssertTrue(r.stdout.contains("Good ed25519 signature"), r.stdout)
+        XCTAssertEqual(try cairn(["refs", "--repo", mirror]).stdout, "os/x\n")
+        XCTAssertFalse(FileManager.default.fileExists(atPath: mirror + "/cairn/verity-digests"))
+        try cairn(["summary", "--repo", mirror, "--update", "--sign-key", key])
+        let mirrorServer = try serve(mirror, scratch: dir)
+        try machine(mirrorServer.url)
+        let pulled = try cairn(["switch", "--sysroot", sys, "origin:os/x"]).stdout
+        XCTAssertTrue(pulled.contains("Good ed25519 signature") && pulled.contains("Deployed os \(v1).0"), pulled)
+        XCTAssertTrue(mirrorServer.requests().contains { $0.path.hasSuffix(".commitmeta") })
+    }
+
     func testFullDiskMidPullFailsCleanlyAndTheNextPullSucceeds() throws {
         try TestSupport.requireRoot()
         try TestSupport.require(tool: "unshare")
