@@ -7,7 +7,9 @@ BUILD_PACKAGES := pkg-config libostree-dev libarchive-dev libssl-dev libgpgme-de
 TEST_PACKAGES := $(BUILD_PACKAGES) ostree fsverity erofs-utils attr e2fsprogs util-linux tar gzip xz-utils zstd \
 	gnupg python3 python3-cryptography busybox-static strace nginx-light curl iproute2
 DEMO_PACKAGES := $(BUILD_PACKAGES) busybox-static ostree python3 nginx-light
-VM_PACKAGES := $(BUILD_PACKAGES) qemu-system-x86 e2fsprogs xz-utils busybox-static gzip debootstrap
+# QEMU comes from bookworm-backports (scripts/install-backports.sh says why).
+VM_BACKPORTS := qemu-system-x86
+VM_PACKAGES := $(BUILD_PACKAGES) e2fsprogs xz-utils busybox-static gzip debootstrap
 BENCH_PACKAGES := $(TEST_PACKAGES) debootstrap time openssl
 
 .PHONY: all build release install demo demo-boot test test-vm prepare-root bench-commit bench-composefs bench-deploy bench-pull clean
@@ -45,6 +47,7 @@ demo:
 # ostree, host tests of cairn-prepare-root with real mounts, then the VM boot test.
 test:
 	@scripts/install-packages.sh $(TEST_PACKAGES) $(VM_PACKAGES)
+	@scripts/install-backports.sh $(VM_BACKPORTS)
 	swift build --build-tests
 	@mkdir -p .build/tmp
 	# SwiftPM leaves empty TemporaryDirectory.* folders in $$TMPDIR: keep them in the build folder.
@@ -59,12 +62,14 @@ prepare-root:
 # The VM boot test alone (QEMU, a 6.12 kernel, fs-verity enforced).
 test-vm: prepare-root
 	@scripts/install-packages.sh $(VM_PACKAGES)
+	@scripts/install-backports.sh $(VM_BACKPORTS)
 	swift build --product cairn
 	Tests/VM/boot-test.sh .build/debug/cairn .build/initramfs/cairn-prepare-root
 
 # The same flow for a person to watch: every boot's console is printed.
 demo-boot: prepare-root
 	@scripts/install-packages.sh $(VM_PACKAGES)
+	@scripts/install-backports.sh $(VM_BACKPORTS)
 	swift build --product cairn
 	Tests/VM/boot-test.sh .build/debug/cairn .build/initramfs/cairn-prepare-root --watch
 
