@@ -19,8 +19,9 @@ if [[ $(id -u) -ne 0 ]]; then
 fi
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq >/dev/null  # apt-cache policy knows only the sources it has lists of
-if ! apt-cache policy | grep -q ' bookworm-backports/main'; then
-    uri=$(apt-cache policy | awk '$3 == "bookworm/main" && $4 == "amd64" {print $2; exit}')
+policy=$(apt-cache policy)
+if ! grep -q ' bookworm-backports/main' <<<"$policy"; then
+    uri=$(awk '$3 == "bookworm/main" && $4 == "amd64" {print $2; exit}' <<<"$policy")
     [[ -n "$uri" ]] || { echo "no Debian archive URI in /etc/apt to add bookworm-backports from" >&2; exit 1; }
     printf 'Types: deb\nURIs: %s\nSuites: bookworm-backports\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n' "$uri" \
         > /etc/apt/sources.list.d/cairn-bookworm-backports.sources
