@@ -29,6 +29,21 @@ def ensure_tree():
     os.rename(tmp, TREE)
 
 
+def os_tree(dest):
+    """The minbase tree copied to `dest` as an OS to deploy: /etc as
+    /usr/etc, Debian's cloud kernel in /usr/lib/modules/<kver>/vmlinuz.
+    Returns the kernel version."""
+    ensure_tree()
+    here = os.path.dirname(os.path.realpath(__file__))
+    kroot, kver = subprocess.run([os.path.join(here, "fetch-kernel.sh")], check=True,
+                                 capture_output=True, text=True).stdout.split()
+    subprocess.run(["cp", "-a", TREE, dest], check=True)
+    os.rename(os.path.join(dest, "etc"), os.path.join(dest, "usr/etc"))
+    os.makedirs(os.path.join(dest, "usr/lib/modules", kver), exist_ok=True)
+    shutil.copy(os.path.join(kroot, "boot", "vmlinuz-" + kver), os.path.join(dest, "usr/lib/modules", kver, "vmlinuz"))
+    return kver
+
+
 def timed(cmd):
     t = time.perf_counter()
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

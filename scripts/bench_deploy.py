@@ -38,15 +38,10 @@ def remove(path):
 def main():
     cairn = os.path.realpath(sys.argv[1])
     rounds = int(sys.argv[2]) if len(sys.argv) > 2 else 5
-    bench_commit.ensure_tree()
-    kroot, kver = subprocess.run([os.path.join(HERE, "fetch-kernel.sh")], check=True, capture_output=True, text=True).stdout.split()
     work = tempfile.mkdtemp(dir="/var/tmp", prefix="cairn-bench-deploy-")
     try:
         tree = os.path.join(work, "tree")
-        sh("cp", "-a", bench_commit.TREE, tree)
-        sh("mv", os.path.join(tree, "etc"), os.path.join(tree, "usr/etc"))
-        os.makedirs(os.path.join(tree, "usr/lib/modules", kver), exist_ok=True)
-        shutil.copy(os.path.join(kroot, "boot", "vmlinuz-" + kver), os.path.join(tree, "usr/lib/modules", kver, "vmlinuz"))
+        kver = bench_commit.os_tree(tree)
         sh(os.path.join(HERE, "..", "initramfs", "mkinitramfs.sh"), os.path.join(tree, "usr/lib/modules", kver, "initramfs.img"))
         entries = sum(len(f) + len(d) for _, d, f in os.walk(tree))
         times = {(tool, var): [] for tool in ("cairn", "ostree") for var in ("empty", "in use")}

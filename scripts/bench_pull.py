@@ -71,16 +71,11 @@ def fetched_bytes(server, since):
 def main():
     cairn = os.path.realpath(sys.argv[1])
     rounds = int(sys.argv[2]) if len(sys.argv) > 2 else 3
-    bench_commit.ensure_tree()
-    kroot, kver = out(os.path.join(HERE, "fetch-kernel.sh")).split()
     work = tempfile.mkdtemp(dir="/var/tmp", prefix="cairn-bench-pull-")
     server = None
     try:
         tree = os.path.join(work, "tree")
-        sh("cp", "-a", bench_commit.TREE, tree)
-        sh("mv", os.path.join(tree, "etc"), os.path.join(tree, "usr/etc"))
-        os.makedirs(os.path.join(tree, "usr/lib/modules", kver), exist_ok=True)
-        shutil.copy(os.path.join(kroot, "boot", "vmlinuz-" + kver), os.path.join(tree, "usr/lib/modules", kver, "vmlinuz"))
+        bench_commit.os_tree(tree)
         # The server: /v1 is the repository when only v1 was published, /v2 after v2
         # (and the delta v1 -> v2) joined it; both signed, with signed summaries.
         www = os.path.join(work, "www")
