@@ -321,7 +321,7 @@ public final class Sysroot {
         let st: stat
         do { st = try fd.stat() } catch let e as SystemError { throw DeployError("locking \(path)", e.description) }
         guard st.st_mode & S_IFMT == S_IFREG else { throw DeployError("locking \(path)", "\(lockPath) is not a regular file") }
-        let started = Self.monotonicSeconds()
+        let started = monotonicSeconds()
         var told = false
         while flock(fd.rawValue, LOCK_EX | LOCK_NB) != 0 {
             guard errno == EWOULDBLOCK || errno == EINTR else {
@@ -331,7 +331,7 @@ public final class Sysroot {
                 notice("waiting for the sysroot lock \(lockPath), held by \(lockHolder(fd, st)) (up to \(Int(timeout)) s)")
                 told = true
             }
-            if Self.monotonicSeconds() - started >= timeout {
+            if monotonicSeconds() - started >= timeout {
                 throw DeployError("locking \(path)", "the sysroot lock \(lockPath) is held by \(lockHolder(fd, st)) and was not released within \(Int(timeout)) s")
             }
             usleep(100_000)
@@ -372,12 +372,6 @@ public final class Sysroot {
             if ino == inode && deviceNumber(major: major, minor: minor) == device { return pid }
         }
         return nil
-    }
-
-    static func monotonicSeconds() -> Double {
-        var ts = timespec()
-        clock_gettime(CLOCK_MONOTONIC, &ts)
-        return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
     }
 }
 

@@ -104,9 +104,7 @@ final class CommitFilterState {
         if let uid = options.ownerUID { g_file_info_set_attribute_uint32(info, "unix::uid", uid) }
         if let gid = options.ownerGID { g_file_info_set_attribute_uint32(info, "unix::gid", gid) }
         if let progress = options.progress {
-            var ts = timespec()
-            clock_gettime(CLOCK_MONOTONIC, &ts)
-            let now = UInt64(ts.tv_sec) * 1000 + UInt64(ts.tv_nsec) / 1_000_000
+            let now = UInt64(monotonicSeconds() * 1000)
             if now - lastReport >= 100 {
                 lastReport = now
                 progress(CommitProgress(entries: entries, bytes: bytes, path: path))

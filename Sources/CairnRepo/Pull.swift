@@ -306,7 +306,7 @@ final class StallWatch: @unchecked Sendable {
     let cancellable: UnsafeMutablePointer<GCancellable>?
     let signal = StopSignal()
     private var last: (UInt64, UInt32) = (0, 0)
-    private var lastChange = PullTimer.now()
+    private var lastChange = monotonicSeconds()
     private var gaveUp = false
     /// TCP sockets that existed before the watched call: never touched.
     private let preexisting: Set<UInt> = Set(tcpSockets().map(\.inode))
@@ -325,9 +325,9 @@ final class StallWatch: @unchecked Sendable {
             if stopped { return false }
             if let progress {
                 let now = (UInt64(ostree_async_progress_get_uint64(progress, "bytes-transferred")), ostree_async_progress_get_uint(progress, "fetched"))
-                if now != last { last = now; lastChange = PullTimer.now() }
+                if now != last { last = now; lastChange = monotonicSeconds() }
             }
-            if !gaveUp && PullTimer.now() - lastChange > timeout {
+            if !gaveUp && monotonicSeconds() - lastChange > timeout {
                 gaveUp = true
                 g_cancellable_cancel(cancellable)
             }
@@ -381,11 +381,6 @@ extension PullProgress {
 
 /// Wall time since creation.
 struct PullTimer {
-    let start: Double = PullTimer.now()
-    static func now() -> Double {
-        var ts = timespec()
-        clock_gettime(CLOCK_MONOTONIC, &ts)
-        return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
-    }
-    var seconds: Double { PullTimer.now() - start }
+    let start = monotonicSeconds()
+    var seconds: Double { monotonicSeconds() - start }
 }

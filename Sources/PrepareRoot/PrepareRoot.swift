@@ -132,7 +132,7 @@ public enum PrepareRoot {
 
     /// The whole program: returns the exit status (0 mounted, 1 refused, 2 usage).
     public static func main(arguments: [String]) -> Int32 {
-        let start = monotonicMilliseconds()
+        let start = monotonicSeconds() * 1000
         let options: PrepareRootOptions
         do { options = try PrepareRootOptions(arguments: arguments) } catch {
             if error.message == "help" {
@@ -150,14 +150,14 @@ public enum PrepareRoot {
         #endif
         do {
             let o = try run(options)
-            let ms = formatMilliseconds(monotonicMilliseconds() - start)
+            let ms = formatMilliseconds(monotonicSeconds() * 1000 - start)
             var line = "\(name): \(o.mode): mounted \(o.deployment) on \(displayPath(options.sysroot))"
             if let d = o.digest { line += ", composefs digest \(hexString(d))" }
             if let k = o.signingKey { line += ", signed by \(k)" }
             log(line + " in \(ms) ms", kmsg: options.kmsg, level: 6)
             return 0
         } catch {
-            let ms = formatMilliseconds(monotonicMilliseconds() - start)
+            let ms = formatMilliseconds(monotonicSeconds() * 1000 - start)
             log("\(name): refusing to boot: \(error.message) (after \(ms) ms)", kmsg: options.kmsg, level: 3)
             return 1
         }
@@ -171,12 +171,6 @@ public enum PrepareRoot {
             try? fd.write("<\(level)>" + line)
             fd.close()
         }
-    }
-
-    static func monotonicMilliseconds() -> Double {
-        var ts = timespec()
-        clock_gettime(CLOCK_MONOTONIC, &ts)
-        return Double(ts.tv_sec) * 1000 + Double(ts.tv_nsec) / 1_000_000
     }
 
     static func formatMilliseconds(_ ms: Double) -> String {

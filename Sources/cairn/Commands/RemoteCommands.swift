@@ -194,9 +194,14 @@ struct PullCommand: ParsableCommand {
                 print(r.wouldFetchBytes.map { "  would fetch \(formatBytes($0)) (a static delta)" } ?? "  no static delta: the size is known only once the trees are fetched")
             }
         }
-        let p = report.progress
-        print("Fetched \(p.fetched) objects" + (p.totalDeltaParts > 0 ? " and \(p.fetchedDeltaParts) delta parts" : "")
-              + ", \(formatBytes(p.bytesTransferred)) in \(String(format: "%.1f", p.elapsed)) s")
+        print(fetchedLine(report.progress))
+    }
+
+    /// The one line a pull ends with: what arrived, in how long.
+    static func fetchedLine(_ p: PullProgress) -> String {
+        "Fetched \(p.fetched) objects"
+            + (p.totalDeltaParts > 0 ? " and \(p.fetchedDeltaParts) delta part\(p.fetchedDeltaParts == 1 ? "" : "s")" : "")
+            + ", \(formatBytes(p.bytesTransferred)) in \(String(format: "%.1f", p.elapsed)) s"
     }
 }
 
@@ -249,8 +254,7 @@ struct UpgradeCommand: ParsableCommand {
         if let p = result.pull {
             for w in p.warnings { Terminal.warning(w) }
             for r in p.refs { if let v = r.verifiedBy { print(v) } }
-            print("Fetched \(p.progress.fetched) objects" + (p.progress.totalDeltaParts > 0 ? " and \(p.progress.fetchedDeltaParts) delta part\(p.progress.fetchedDeltaParts == 1 ? "" : "s")" : "")
-                  + ", \(formatBytes(p.progress.bytesTransferred)) in \(String(format: "%.1f", p.progress.elapsed)) s")
+            print(PullCommand.fetchedLine(p.progress))
         }
         switch result.outcome {
         case .upToDate(let refspec, let commit):
