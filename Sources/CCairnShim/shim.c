@@ -3,6 +3,8 @@
 #include <unistd.h>
 #include <string.h>
 #include <errno.h>
+#include <stdio.h>
+#include <sys/vfs.h>
 
 int cairn_enable_verity(int fd) {
     struct fsverity_enable_arg arg;
@@ -32,3 +34,14 @@ int cairn_ioctl_int(int fd, unsigned long request, long arg) { return ioctl(fd, 
 int cairn_ioctl_ptr(int fd, unsigned long request, void *arg) { return ioctl(fd, request, arg); }
 
 int cairn_syncfs(int fd) { return syncfs(fd); }
+
+int cairn_rename_exchange(int olddirfd, const char *oldpath, int newdirfd, const char *newpath) {
+    return renameat2(olddirfd, oldpath, newdirfd, newpath, RENAME_EXCHANGE);
+}
+
+long cairn_filesystem_type(const char *path) {
+    struct statfs st;
+    if (statfs(path, &st) != 0)
+        return -1;
+    return (long)st.f_type;
+}

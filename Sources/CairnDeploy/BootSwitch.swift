@@ -5,19 +5,26 @@ import Glibc
 #endif
 
 extension Sysroot {
-    /// Makes `deployments` (default first) the boot entry set, atomically:
-    /// the new entries and `ostree=` symlink farm are written and synced
-    /// under the other boot version, then one rename of `/boot/loader`
-    /// switches; the old set is removed afterwards. A crash leaves either
-    /// the old or the new set, each naming only complete deployments.
+    /// Makes `deployments` (default first) the boot entry set, atomically.
+    /// The `ostree=` symlink farm and the complete entry set are written
+    /// and synced under the other boot version, then one step switches:
+    /// with ostree's layout a rename of the `/boot/loader` symlink, on an
+    /// ESP a renameat2(RENAME_EXCHANGE) of the staged folder with the live
+    /// `loader/entries`. The old set is removed afterwards. A crash leaves
+    /// either the old or the new set, each naming only complete deployments.
     public func writeBootSet(_ deployments: [Deployment]) throws {
-        let current = try currentBootVersion()
+        let layout = try layout()
+        let current = try currentBootVersion(layout)
         let new = 1 - (current ?? 0)
-        let loaderNew = at("boot/loader.\(new)")
         let farmDir = "ostree/boot.\(new).0"
+        let staged: String
+        switch layout {
+        case .ostree: staged = at("boot/loader.\(new)")
+        case .esp(let esp): staged = esp + "/" + BootLayout.stagedEntries
+        }
 
         // Leftovers of an interrupted switch are not referenced by the current set.
-        try removeTree(loaderNew)
+        try removeTree(staged)
         try removeBootFarms(version: new)
         let repo = try repository()
         // Until the switch, a failure takes back what this call wrote, so the
@@ -46,17 +53,50 @@ extension Sysroot {
                 throw DeployError("writing \(farmLink)", String(cString: strerror(errno)))
             }
 
-            try makeDirectories(loaderNew + "/entries")
+            let entriesDir: String
+            switch layout {
+            case .ostree: entriesDir = staged + "/entries"
+            case .esp(let esp): entriesDir = staged
+                try makeDirectories(esp + "/loader")
+            }
+            try makeDirectories(entriesDir)
+            if case .esp(let esp) = layout { try carryForeignEntries(from: esp + "/loader/entries", to: staged) }
             let count = deployments.count
             for (i, (d, bootSerial)) in zip(deployments, bootSerials).enumerated() {
                 let n = count - i
-                let entry = try bootEntry(for: d, index: i, version: n, bootVersion: new, bootSerial: bootSerial)
-                let file = loaderNew + "/entries/ostree-\(n)-\(d.stateroot).conf"
+                let entry = try bootEntry(for: d, layout: layout, index: i, version: n, bootVersion: new, bootSerial: bootSerial)
+                let file = entriesDir + "/" + entryFileName(layout, d, number: n)
                 try writeFileAtomically(file, Array(try entry.validatedText("the boot entry of \(d.stateroot) \(d.name)").utf8))
             }
+            if case .esp = layout { try syncDirectory(staged) }
             try syncFilesystems()  // the farm, the entries and the deployments they name are on disk
             CrashPoint.bootSetWritten.reach()
+            try switchBootSet(layout, to: new, staged: staged)
+        } catch {
+            try? removeDeploymentRefs(repo: repo) { $0 == new }
+            try? removeTree(staged)
+            try? removeBootFarms(version: new)
+            throw error
+        }
+        // Switched: from here on the new set is the current one, whatever fails.
+        switch layout {
+        case .ostree: try syncDirectory(at("boot"))
+        case .esp(let esp): try syncDirectory(esp + "/loader")
+        }
+        CrashPoint.switched.reach()
 
+        switch layout {
+        case .ostree: if let old = current { try removeTree(at("boot/loader.\(old)")) }
+        case .esp: try removeTree(staged)  // the old set, since the exchange
+        }
+        if let old = current { try removeBootFarms(version: old) }
+        try removeDeploymentRefs(repo: repo) { $0 != new }
+    }
+
+    /// The one step that makes the staged set live.
+    func switchBootSet(_ layout: BootLayout, to new: Int, staged: String) throws {
+        switch layout {
+        case .ostree:
             let tmpLink = at("boot/loader.tmp")
             unlink(tmpLink)
             guard symlink("loader.\(new)", tmpLink) == 0 else {
@@ -65,23 +105,24 @@ extension Sysroot {
             do { try FileSystem.rename(Array(tmpLink.utf8), to: Array(at("boot/loader").utf8)) } catch let e as SystemError {
                 throw DeployError("switching \(at("boot/loader"))", e.message)
             }
-        } catch {
-            try? removeDeploymentRefs(repo: repo) { $0 == new }
-            try? removeTree(loaderNew)
-            try? removeBootFarms(version: new)
-            throw error
+        case .esp(let esp):
+            let live = esp + "/loader/entries"
+            do {
+                if FileSystem.exists(Array(live.utf8)) {
+                    try FileSystem.exchange(Array(staged.utf8), Array(live.utf8))
+                } else {
+                    try FileSystem.rename(Array(staged.utf8), to: Array(live.utf8))
+                }
+            } catch let e as SystemError {
+                throw DeployError("switching \(live) to the entries in \(staged)", "\(e.operation): \(e.message)")
+            }
         }
-        // Switched: from here on the new set is the current one, whatever fails.
-        do { try FileSystem.syncDirectory(at("boot")) } catch let e as SystemError {
-            throw DeployError("switching \(at("boot/loader"))", e.message)
-        }
-        CrashPoint.switched.reach()
+    }
 
-        if let old = current {
-            try removeTree(at("boot/loader.\(old)"))
-            try removeBootFarms(version: old)
+    func syncDirectory(_ dir: String) throws {
+        do { try FileSystem.syncDirectory(dir) } catch let e as SystemError {
+            throw DeployError("flushing \(dir) to disk", e.message)
         }
-        try removeDeploymentRefs(repo: repo) { $0 != new }
     }
 
     /// libostree's deployment refs, `ostree/<bootversion>/<subbootversion>/<index>`
@@ -110,7 +151,9 @@ extension Sysroot {
     /// which made a deploy's time depend on every other writer.
     func syncFilesystems() throws {
         var done: Set<UInt64> = []
-        for dir in [path, at("boot")] {
+        var dirs = [path, at("boot")]
+        if case .esp(let esp) = try layout() { dirs.append(esp) }
+        for dir in dirs {
             do {
                 let fd = try FileDescriptor.open(dir, O_RDONLY | O_DIRECTORY)
                 try fd.closeAfter {
@@ -124,23 +167,28 @@ extension Sysroot {
     }
 
     /// The entry for deployment `d`: title from its os-release, `linux` and
-    /// `initrd` relative to /boot, `options` with its kernel arguments and
-    /// `ostree=`.
-    func bootEntry(for d: Deployment, index: Int, version: Int, bootVersion: Int, bootSerial: Int) throws -> BootEntry {
-        let bootDir = "/ostree/\(d.stateroot)-\(d.bootChecksum)"
-        let files = (try? FileSystem.directoryEntries(Array(at("boot" + bootDir).utf8)))?.map { String(decoding: $0, as: UTF8.self) } ?? []
+    /// `initrd` relative to the partition the boot loader reads, `options`
+    /// with its kernel arguments and `ostree=`. On an ESP a `sort-key` too:
+    /// systemd-boot orders entries of one sort key by version, highest
+    /// first, and boots the first, so its order is cairn's.
+    func bootEntry(for d: Deployment, layout: BootLayout, index: Int, version: Int, bootVersion: Int, bootSerial: Int) throws -> BootEntry {
+        let kernelDir = kernelDirectory(layout, stateroot: d.stateroot, bootChecksum: d.bootChecksum)
+        let files = (try? FileSystem.directoryEntries(Array(kernelDir.path.utf8)))?.map { String(decoding: $0, as: UTF8.self) } ?? []
         guard let kernel = files.filter({ $0.hasPrefix("vmlinuz") }).sorted().first else {
-            throw DeployError("writing the boot entry of \(d.name)", "no kernel in \(at("boot" + bootDir))")
+            throw DeployError("writing the boot entry of \(d.name)", "no kernel in \(kernelDir.path)")
         }
         let initramfs = files.filter { $0.hasPrefix("initramfs") }.sorted().first
         let title = (d.title.map(Self.titleWithoutIndex) ?? d.stateroot) + " (ostree:\(index))"
         var fields: [(String, String)] = [
             ("title", title),
             ("version", String(version)),
-            ("options", (d.kernelArguments + ["ostree=/ostree/boot.\(bootVersion)/\(d.stateroot)/\(d.bootChecksum)/\(bootSerial)"]).joined(separator: " ")),
-            ("linux", "\(bootDir)/\(kernel)"),
         ]
-        if let initramfs { fields.append(("initrd", "\(bootDir)/\(initramfs)")) }
+        if case .esp = layout { fields.append(("sort-key", "cairn")) }
+        fields += [
+            ("options", (d.kernelArguments + ["ostree=/ostree/boot.\(bootVersion)/\(d.stateroot)/\(d.bootChecksum)/\(bootSerial)"]).joined(separator: " ")),
+            ("linux", "\(kernelDir.entryPath)/\(kernel)"),
+        ]
+        if let initramfs { fields.append(("initrd", "\(kernelDir.entryPath)/\(initramfs)")) }
         return BootEntry(fields: fields)
     }
 

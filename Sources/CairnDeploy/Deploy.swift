@@ -297,12 +297,14 @@ extension Sysroot {
         return count - 1
     }
 
-    /// Copies kernel and initramfs to /boot/ostree/<stateroot>-<bootcsum>/
-    /// unless there already: written in a temporary folder, then renamed.
+    /// Copies kernel and initramfs to their folder (/boot/ostree/ or the
+    /// ESP's cairn/, named <stateroot>-<bootcsum>) unless there already:
+    /// written in a temporary folder, then renamed.
     func installKernel(_ k: (version: String, vmlinuz: String, initramfs: String?), stateroot: String, bootChecksum: String, repo: Repository) throws {
-        let dir = at("boot/ostree/\(stateroot)-\(bootChecksum)")
+        let layout = try layout()
+        let dir = kernelDirectory(layout, stateroot: stateroot, bootChecksum: bootChecksum).path
         if FileSystem.exists(Array(dir.utf8)) { return }
-        try makeDirectories(at("boot/ostree"))
+        try makeDirectories(kernelsDirectory(layout))
         let tmp = dir + ".tmp"
         try removeTree(tmp)
         try makeDirectory(tmp, mode: 0o755)
@@ -311,7 +313,7 @@ extension Sysroot {
             if let i = k.initramfs { try repo.writeContent(i, to: tmp + "/initramfs-\(k.version).img") }
             try FileSystem.syncDirectory(tmp)
             try FileSystem.rename(Array(tmp.utf8), to: Array(dir.utf8))
-            try FileSystem.syncDirectory(at("boot/ostree"))
+            try FileSystem.syncDirectory(kernelsDirectory(layout))
         } catch let e as SystemError {
             try? removeTree(tmp)
             throw DeployError("installing the kernel into \(dir)", e.message)
@@ -447,13 +449,18 @@ extension Sysroot {
                     }
                 }
             }
+            let layout = try layout()
             let liveBoot = Set(state.deployments.map { Array("\($0.stateroot)-\($0.bootChecksum)".utf8) })
-            for name in entries("boot/ostree") where !liveBoot.contains(name) {
-                doomed.append(Array(at("boot/ostree").utf8) + [0x2f] + name)
+            let kernels = kernelsDirectory(layout)
+            for name in ((try? FileSystem.directoryEntries(Array(kernels.utf8))) ?? []).sorted(by: { $0.lexicographicallyPrecedes($1) }) where !liveBoot.contains(name) {
+                doomed.append(Array(kernels.utf8) + [0x2f] + name)
+            }
+            if case .esp(let esp) = layout, FileSystem.exists(Array((esp + "/" + BootLayout.stagedEntries).utf8)) {
+                doomed.append(Array((esp + "/" + BootLayout.stagedEntries).utf8))
             }
             if let v = state.bootVersion {
                 let other = 1 - v
-                if FileSystem.exists(Array(at("boot/loader.\(other)").utf8)) { doomed.append(Array(at("boot/loader.\(other)").utf8)) }
+                if case .ostree = layout, FileSystem.exists(Array(at("boot/loader.\(other)").utf8)) { doomed.append(Array(at("boot/loader.\(other)").utf8)) }
                 for name in entries("ostree") where name == Array("boot.\(other)".utf8) || name.starts(with: Array("boot.\(other).".utf8)) {
                     doomed.append(Array(at("ostree").utf8) + [0x2f] + name)
                 }

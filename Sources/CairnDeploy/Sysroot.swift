@@ -22,6 +22,8 @@ public struct Deployment: Sendable {
     public var origin: Origin
     /// The boot entry title, if it came from an entry.
     public var title: String?
+    /// The boot entry file naming it, when read from one.
+    public var entryFile: String?
 
     /// "<commit>.<serial>"
     public var name: String { "\(checksum).\(serial)" }
@@ -93,6 +95,9 @@ public struct Origin: Sendable {
 public struct SysrootState: Sendable {
     /// 0 or 1, or nil before the first deployment.
     public var bootVersion: Int?
+    public var bootLoader: BootLoader = .ostree
+    /// The EFI system partition, with systemd-boot.
+    public var esp: String?
     public var deployments: [Deployment]
     public var bootedIndex: Int?
 }
@@ -102,6 +107,9 @@ public final class Sysroot {
     public let path: String
     /// Messages for the user while a command runs (such as waiting for the lock).
     public var notice: (String) -> Void = { _ in }
+    /// The EFI system partition's root folder (`--esp`), for systemd-boot;
+    /// nil: found among the running system's mounts when needed.
+    public var esp: String?
 
     public init(path: String) {
         self.path = path.count > 1 && path.hasSuffix("/") ? String(path.dropLast()) : path
@@ -183,8 +191,14 @@ public final class Sysroot {
 
     // MARK: Reading the current state
 
-    /// The active boot version from `/boot/loader -> loader.<v>`.
+    /// The active boot version: from `/boot/loader -> loader.<v>`, or on an
+    /// ESP from the live entries.
     public func currentBootVersion() throws -> Int? {
+        try currentBootVersion(try layout())
+    }
+
+    func currentBootVersion(_ layout: BootLayout) throws -> Int? {
+        if case .esp(let esp) = layout { return try espBootVersion(esp) }
         guard FileSystem.exists(Array(at("boot/loader").utf8)) else { return nil }
         let target: [UInt8]
         do { target = try FileSystem.readLink(Array(at("boot/loader").utf8)) } catch let e as SystemError {
@@ -202,14 +216,16 @@ public final class Sysroot {
         guard isInitialized() else {
             throw notInitialised()
         }
-        guard let version = try currentBootVersion() else {
-            return SysrootState(bootVersion: nil, deployments: [], bootedIndex: nil)
+        let loader = try bootLoader()
+        let layout = try layout()
+        var espPath: String? = nil
+        if case .esp(let esp) = layout { espPath = esp }
+        guard let version = try currentBootVersion(layout) else {
+            return SysrootState(bootVersion: nil, bootLoader: loader, esp: espPath, deployments: [], bootedIndex: nil)
         }
-        let entriesDir = at("boot/loader.\(version)/entries")
-        let names = ((try? FileSystem.directoryEntries(Array(entriesDir.utf8))) ?? [])
-            .map { String(decoding: $0, as: UTF8.self) }.filter { $0.hasSuffix(".conf") }
+        let entriesDir = liveEntriesDirectory(layout, version: version)
         var entries: [(BootEntry, String)] = []
-        for name in names {
+        for name in entryFileNames(layout, in: entriesDir) {
             let file = entriesDir + "/" + name
             entries.append((try BootEntry(parsing: try readText(file), file: file), file))
         }
@@ -221,7 +237,7 @@ public final class Sysroot {
             }
             deployments.append(try deployment(forOstreeArgument: arg, entry: entry, file: file))
         }
-        return SysrootState(bootVersion: version, deployments: deployments, bootedIndex: bootedIndex(deployments))
+        return SysrootState(bootVersion: version, bootLoader: loader, esp: espPath, deployments: deployments, bootedIndex: bootedIndex(deployments))
     }
 
     /// Resolves `/ostree/boot.<v>/<stateroot>/<bootcsum>/<serial>` to its deployment.
@@ -250,7 +266,7 @@ public final class Sysroot {
         let origin = (try? readText(originFile)).map { Origin(text: $0) } ?? Origin(lines: [])
         return Deployment(stateroot: stateroot, checksum: checksum, serial: serial, bootChecksum: parts[3],
                           kernelArguments: entry?.options.filter { !$0.hasPrefix("ostree=") } ?? [],
-                          origin: origin, title: entry?["title"])
+                          origin: origin, title: entry?["title"], entryFile: entry == nil ? nil : file)
     }
 
     /// Which of `deployments` backs the running root. libostree's rule: the

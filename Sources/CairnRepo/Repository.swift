@@ -295,3 +295,31 @@ public struct FileObject: Sendable {
     public var xattrs: [Xattr]
     public var isSymlink: Bool { symlinkTarget != nil }
 }
+
+extension Repository {
+    /// A string value of the repository's config, nil when absent.
+    public func configValue(group: String, key: String) -> String? {
+        let config = ostree_repo_get_config(repo)
+        guard let value = g_key_file_get_string(config, group, key, nil) else { return nil }
+        defer { g_free(value) }
+        return String(cString: value)
+    }
+
+    /// Sets (nil: removes) one value of the config, which libostree
+    /// rewrites atomically; a group left empty goes too.
+    public func setConfigValue(group: String, key: String, _ value: String?) throws {
+        let config = ostree_repo_copy_config(repo)
+        defer { g_key_file_unref(config) }
+        if let value {
+            g_key_file_set_string(config, group, key, value)
+        } else {
+            g_key_file_remove_key(config, group, key, nil)
+            var remaining: gsize = 0
+            if let left = g_key_file_get_keys(config, group, &remaining, nil) {
+                g_strfreev(left)
+                if remaining == 0 { g_key_file_remove_group(config, group, nil) }
+            }
+        }
+        try gcall("writing \(path)/config") { ostree_repo_write_config(repo, config, $0) }
+    }
+}

@@ -114,6 +114,20 @@ public enum FileSystem {
         guard r == 0 else { throw SystemError.current("rename", path: from) }
     }
 
+    /// Swaps two existing names in one step (renameat2 RENAME_EXCHANGE):
+    /// whoever looks sees one or the other, never neither.
+    public static func exchange(_ a: [UInt8], _ b: [UInt8], relativeTo dir: FileDescriptor = .currentWorkingDirectory) throws {
+        let r = a.withCString { x in b.withCString { cairn_rename_exchange(dir.rawValue, x, dir.rawValue, $0) } }
+        guard r == 0 else { throw SystemError.current("renameat2 (RENAME_EXCHANGE)", path: a) }
+    }
+
+    /// The statfs(2) magic number of the filesystem holding `path`.
+    public static func filesystemType(_ path: [UInt8]) throws -> Int {
+        let t = path.withCString { cairn_filesystem_type($0) }
+        guard t >= 0 else { throw SystemError.current("statfs", path: path) }
+        return Int(t)
+    }
+
     public static func unlink(_ path: [UInt8], relativeTo dir: FileDescriptor = .currentWorkingDirectory) throws {
         guard path.withCString({ unlinkat(dir.rawValue, $0, 0) }) == 0 else { throw SystemError.current("unlink", path: path) }
     }

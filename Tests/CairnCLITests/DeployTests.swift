@@ -157,63 +157,8 @@ final class DeployTests: SysrootTestCase {
 
     // MARK: Crash safety
 
-    /// Runs `args` with the test crash point set; the process must die by SIGKILL.
-    func crash(_ args: [String], at step: String, file: StaticString = #filePath, line: UInt = #line) throws {
-        let r = try TestSupport.run(cairnPath, args, environment: ["CAIRN_TEST_CRASH_AT": step])
-        XCTAssertEqual(r.status, 9, "cairn \(args.joined(separator: " ")) was to die at \(step): \(r.stderr)", file: file, line: line)
-    }
-
     func testCrashAtEveryStepLeavesAWorkingSysroot() throws {
-        try deployFirstVersion()
-        try TestSupport.sh("echo keep > '\(deploymentPath(try status()[0]))/etc/user.conf' && echo 7 > '\(sys)/ostree/deploy/os/var/data'")
-        try commit("2.0")
-        try cairn(["deploy", "--sysroot", sys, "os/x"])
-        let other = try status()
-        let varBefore = try snapshot(sys + "/ostree/deploy/os/var")
-        let etcBefore = try other.map { try snapshot(deploymentPath($0) + "/etc") }
-        func invariants(file: StaticString = #filePath, line: UInt = #line) throws {
-            try assertEntriesComplete(file: file, line: line)
-            XCTAssertEqual(try snapshot(sys + "/ostree/deploy/os/var"), varBefore, "/var changed", file: file, line: line)
-            for (d, before) in zip(other, etcBefore) where FileManager.default.fileExists(atPath: deploymentPath(d)) {
-                XCTAssertEqual(try snapshot(deploymentPath(d) + "/etc"), before, "etc of \(d["checksum"]!) changed", file: file, line: line)
-            }
-        }
-        var version = 3
-        for step in ["deployment-written", "kernel-copied", "bootset-written", "switched", "removed-one"] {
-            try commit("\(version).0")
-            version += 1
-            try crash(["deploy", "--sysroot", sys, "os/x"], at: step)
-            try invariants()
-            try cairn(["deploy", "--sysroot", sys, "os/x"])  // rerunning succeeds
-            try invariants()
-        }
-        for step in ["bootset-written", "switched"] {
-            try crash(["rollback", "--sysroot", sys], at: step)
-            try invariants()
-            try cairn(["rollback", "--sysroot", sys])
-        }
-        try crash(["pin", "--sysroot", sys, "1"], at: "origin-written")
-        try invariants()
-        try crash(["undeploy", "--sysroot", sys, "1"], at: "switched")
-        try invariants()
-        XCTAssertEqual(try status().count, 1)
-        try cairn(["status", "--sysroot", sys])
-        for step in ["removed-one", "pruned"] {
-            try crash(["cleanup", "--sysroot", sys], at: step)
-            try invariants()
-        }
-        try cairn(["cleanup", "--sysroot", sys])
-        try invariants()
-
-        // And at random moments of a deploy.
-        for delay in ["0.05", "0.15", "0.3", "0.5", "0.8"] {
-            try commit("\(version).0")
-            version += 1
-            _ = try TestSupport.run("timeout", ["-s", "KILL", delay, cairnPath, "deploy", "--sysroot", sys, "os/x"])
-            try invariants()
-            try cairn(["deploy", "--sysroot", sys, "os/x"])
-            try invariants()
-        }
+        try crashAtEveryStep()
     }
 
     func testDeployIntoANearlyFullFilesystemFailsCleanly() throws {

@@ -8,47 +8,10 @@ import XCTest
 final class SafetyTests: SysrootTestCase {
     override var scratchName: String { "cairn-safety" }
 
-    func run(_ args: [String], env: [String: String], expect status: Int32 = 0, file: StaticString = #filePath, line: UInt = #line) throws -> ProcessResult {
-        let r = try TestSupport.run(cairnPath, args, environment: env)
-        XCTAssertEqual(r.status, status, "cairn \(args.joined(separator: " ")): \(r.stderr)", file: file, line: line)
-        return r
-    }
-
     // MARK: The booted deployment
 
-    /// Ten deploy, rollback and kargs cycles on a "booted" v1: it stays,
-    /// marked booted, its /etc untouched, and every merge starts from it.
     func testBootedDeploymentSurvivesTenCycles() throws {
-        try cairn(["sysroot", "init", sys, "--stateroot", "os"])
-        let v1 = try commit("1.0")
-        try cairn(["deploy", "--sysroot", sys, "os/x"])
-        let booted = deploymentPath(try status()[0])
-        try TestSupport.sh("echo from-the-running-system > '\(booted)/etc/motd.local'")
-        let etcBefore = try snapshot(booted + "/etc")
-        let env = ["CAIRN_TEST_BOOTED_DEPLOYMENT": booted]
-        for cycle in 2...11 {
-            try commit("\(cycle).0")
-            let out = try run(["deploy", "--sysroot", sys, "os/x"], env: env).stdout
-            XCTAssertFalse(out.contains("removed os \(v1).0"), "cycle \(cycle): \(out)")
-            if cycle % 3 == 0 { _ = try run(["rollback", "--sysroot", sys], env: env) }
-            if cycle % 4 == 0 { _ = try run(["kargs", "--sysroot", sys, "--append", "cycle=\(cycle)"], env: env) }
-            let json = try XCTUnwrap(JSONSerialization.jsonObject(with: try run(["status", "--sysroot", sys, "--json"], env: env).stdoutData) as? [String: Any])
-            let ds = try XCTUnwrap(json["deployments"] as? [[String: Any]])
-            let bootedRows = ds.filter { $0["booted"] as? Bool == true }
-            XCTAssertEqual(bootedRows.count, 1, "cycle \(cycle)")
-            XCTAssertEqual(bootedRows.first?["checksum"] as? String, v1, "cycle \(cycle)")
-            XCTAssertEqual(try snapshot(booted + "/etc"), etcBefore, "cycle \(cycle): the running /etc changed")
-            XCTAssertTrue(FileManager.default.fileExists(atPath: booted + "/.ostree.cfs"), "cycle \(cycle)")
-            XCTAssertEqual(try String(contentsOfFile: deploymentPath(ds[0]) + "/etc/motd.local", encoding: .utf8), "from-the-running-system\n",
-                           "cycle \(cycle): the merge starts from the booted /etc")
-            XCTAssertLessThanOrEqual(ds.count, 3, "cycle \(cycle): default, rollback and booted at most")
-        }
-        // Undeploy and cleanup leave it too.
-        let index = try XCTUnwrap(try status().firstIndex { $0["checksum"] as? String == v1 })
-        let refused = try run(["undeploy", "--sysroot", sys, String(index)], env: env, expect: 1)
-        XCTAssertTrue(refused.stderr.contains("booted"), refused.stderr)
-        _ = try run(["cleanup", "--sysroot", sys], env: env)
-        XCTAssertEqual(try snapshot(booted + "/etc"), etcBefore)
+        try bootedDeploymentSurvivesTenCycles()
     }
 
     /// A deployment whose etc/ is mounted somewhere (as a running system's

@@ -162,8 +162,8 @@ open class CairnTestCase: XCTestCase {
     }
 
     @discardableResult
-    public func cairn(_ args: [String], expect status: Int32 = 0, stdin: Data? = nil,
-                      file: StaticString = #filePath, line: UInt = #line) throws -> ProcessResult {
+    open func cairn(_ args: [String], expect status: Int32 = 0, stdin: Data? = nil,
+                    file: StaticString = #filePath, line: UInt = #line) throws -> ProcessResult {
         let r = try TestSupport.run(cairnPath, args, stdin: stdin)
         XCTAssertEqual(r.status, status, "cairn \(args.joined(separator: " ")): \(r.stderr)", file: file, line: line)
         return r

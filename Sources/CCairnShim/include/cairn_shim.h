@@ -20,4 +20,8 @@ int cairn_ioctl_int(int fd, unsigned long request, long arg);
 int cairn_ioctl_ptr(int fd, unsigned long request, void *arg);
 /* syncfs(2), which glibc declares only under _GNU_SOURCE. */
 int cairn_syncfs(int fd);
+/* renameat2(2) with RENAME_EXCHANGE: swaps two names in one step. */
+int cairn_rename_exchange(int olddirfd, const char *oldpath, int newdirfd, const char *newpath);
+/* statfs(2) f_type of the filesystem holding path, or -1 with errno. */
+long cairn_filesystem_type(const char *path);
 #endif

@@ -8,11 +8,15 @@ import Trust
 
 /// `--sysroot`, shared by the deployment commands.
 struct SysrootOptions: ParsableArguments {
-    @Option(name: .long, help: ArgumentHelp("The physical root holding ostree/ and boot/ (default: /).", valueName: "path"))
-    var sysroot: String = "/"
+    @Option(name: .long, help: ArgumentHelp("The physical root holding ostree/ and boot/ (default: /sysroot on a booted system, else /).", valueName: "path"))
+    var sysroot: String?
+
+    @Option(name: .long, help: ArgumentHelp("The EFI system partition's root, for a sysroot booted by systemd-boot (default on a booted system: the FAT filesystem mounted at /efi, /boot/efi or /boot).", valueName: "path"))
+    var esp: String?
 
     var value: Sysroot {
-        let s = Sysroot(path: sysroot)
+        let s = Sysroot(path: sysroot ?? Sysroot.defaultPath())
+        s.esp = esp
         s.notice = Terminal.note
         return s
     }
@@ -33,6 +37,12 @@ struct SysrootInit: ParsableCommand {
     @Option(help: ArgumentHelp("Stateroot (operating system) to create, with its deploy/ and var/.", valueName: "name"))
     var stateroot: String?
 
+    @Option(help: ArgumentHelp("The boot loader that reads the entries: ostree (ostree's /boot/loader layout, the default) or systemd-boot (entries and kernels on the EFI system partition).", valueName: "name"))
+    var bootloader: String?
+
+    @Option(help: ArgumentHelp("The EFI system partition's root, with --bootloader systemd-boot: its loader/entries and cairn/ folders are created.", valueName: "path"))
+    var esp: String?
+
     @Flag(help: "Confirm changing this machine's own / and /boot (PATH is /).")
     var yes = false
 
@@ -45,8 +55,18 @@ struct SysrootInit: ParsableCommand {
         if !plan.isEmpty, (try? FileSystem.realPath(Array(path.utf8))) == [0x2f], !yes {
             throw DeployError("sysroot init /", "this would change the running machine's root: it would create \(plan.joined(separator: ", ")); run again with --yes if that is what you want")
         }
+        let loader = try bootloader.map { name in
+            guard let l = BootLoader(rawValue: name) else {
+                throw DeployError("--bootloader \(name)", "not a boot loader cairn knows (\(BootLoader.allCases.map(\.rawValue).joined(separator: ", ")))")
+            }
+            return l
+        }
+        if esp != nil && loader != .systemdBoot { throw DeployError("--esp", "only with --bootloader systemd-boot") }
+        s.esp = esp
         try s.initialize(stateroot: stateroot)
-        print("Initialised \(path)" + (stateroot.map { " with stateroot \($0)" } ?? ""))
+        if let loader { try s.setBootLoader(loader) }
+        if esp != nil { try s.initializeESP() }
+        print("Initialised \(path)" + (stateroot.map { " with stateroot \($0)" } ?? "") + (loader == .systemdBoot ? ", booted by systemd-boot" + (esp.map { " from \($0)" } ?? "") : ""))
     }
 }
 
@@ -186,14 +206,17 @@ struct StatusCommand: ParsableCommand {
                 "verification": verification,
                 "kernelArguments": d.kernelArguments,
                 "bootChecksum": d.bootChecksum,
+                "bootEntry": d.entryFile ?? NSNull(),
                 "path": s.at(d.relativePath),
             ])
         }
         if json {
             try Terminal.printJSON(["apiVersion": "cairn/v1", "sysroot": s.path,
-                                    "bootVersion": state.bootVersion.map { $0 as Any } ?? NSNull(), "deployments": rows])
+                                    "bootVersion": state.bootVersion.map { $0 as Any } ?? NSNull(),
+                                    "bootLoader": state.bootLoader.rawValue, "esp": state.esp ?? NSNull(), "deployments": rows])
             return
         }
+        if let esp = state.esp { print("Boot loader: systemd-boot, entries in \(esp)/loader/entries") }
         if rows.isEmpty {
             print("No deployments.")
             return

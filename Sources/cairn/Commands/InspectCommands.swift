@@ -211,6 +211,9 @@ struct FsckCommand: ParsableCommand {
     @Option(help: ArgumentHelp("Check this sysroot's repository and deployments.", valueName: "path"))
     var sysroot: String?
 
+    @Option(help: ArgumentHelp("The sysroot's EFI system partition, when systemd-boot boots it.", valueName: "path"))
+    var esp: String?
+
     func validate() throws {
         if sysroot != nil && repo.repo != nil { throw ValidationError("give --sysroot or --repo, not both") }
     }
@@ -223,6 +226,7 @@ struct FsckCommand: ParsableCommand {
         progress?.finish()
         var deployments = ""
         if let owner = s ?? Sysroot.owning(repositoryPath: r.path) {
+            owner.esp = esp
             let problems = try owner.checkDeployments(repo: r)
             report.problems += problems
             deployments = " and the deployments of \(owner.path)"

@@ -5,7 +5,7 @@ import Trust
 
 /// A repository: `--repo`, else the sysroot's (`--sysroot`, default /).
 struct RepositoryTarget: ParsableArguments {
-    @Option(name: .long, help: ArgumentHelp("The physical root whose repository (ostree/repo) to use (default: /).", valueName: "path"))
+    @Option(name: .long, help: ArgumentHelp("The physical root whose repository (ostree/repo) to use (default: /sysroot on a booted system, else /).", valueName: "path"))
     var sysroot: String?
 
     @Option(name: .long, help: ArgumentHelp("A repository instead of a sysroot's.", valueName: "path"))
@@ -17,7 +17,7 @@ struct RepositoryTarget: ParsableArguments {
 
     func open() throws -> Repository {
         if let repo { return try Repository.open(path: repo) }
-        return try Sysroot(path: sysroot ?? "/").repository()
+        return try Sysroot(path: sysroot ?? Sysroot.defaultPath()).repository()
     }
 }
 
