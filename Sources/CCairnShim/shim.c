@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <stdio.h>
 #include <sys/vfs.h>
+#include <sched.h>
 
 int cairn_enable_verity(int fd) {
     struct fsverity_enable_arg arg;
@@ -45,3 +46,5 @@ long cairn_filesystem_type(const char *path) {
         return -1;
     return (long)st.f_type;
 }
+
+int cairn_unshare_mount_namespace(void) { return unshare(CLONE_NEWNS); }

@@ -1,5 +1,6 @@
 import CairnRepo
 import CairnSystem
+import CCairnShim
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -103,6 +104,57 @@ extension Sysroot {
     /// system is mounted at /sysroot (its / is the deployment), else /.
     public static func defaultPath() -> String {
         FileSystem.exists(Array("/run/ostree-booted".utf8)) && FileSystem.exists(Array("/sysroot/ostree/deploy".utf8)) ? "/sysroot" : "/"
+    }
+
+    /// The entry systemd-boot booted, from its EFI variable
+    /// LoaderEntrySelected (4 bytes of attributes, then UTF-16LE with a
+    /// final NUL); nil when it did not boot this machine.
+    public static func loaderEntrySelected(efivars: String = "/sys/firmware/efi/efivars") -> String? {
+        let file = efivars + "/LoaderEntrySelected-4a67b082-0a4c-41cf-b6c7-440b29bb8c4f"
+        guard let fd = try? FileDescriptor.open(file, O_RDONLY),
+              let bytes = try? fd.closeAfter({ try fd.readAll(limit: 4096) }), bytes.count >= 6 else { return nil }
+        var units: [UInt16] = []
+        var i = 4
+        while i + 1 < bytes.count {
+            let u = UInt16(bytes[i]) | UInt16(bytes[i + 1]) << 8
+            if u == 0 { break }
+            units.append(u)
+            i += 2
+        }
+        return String(decoding: units, as: UTF16.self)
+    }
+
+    /// A booted system's /sysroot is read-only for everyone (prepare-root's
+    /// `[sysroot] readonly`); like libostree, cairn then writes through a
+    /// private mount namespace of its own in which that mount is writable.
+    /// Called before any thread is started: the namespace is this thread's
+    /// and its children's. Nothing changes for other processes.
+    public func ensureWritable() throws {
+        var st = statvfs()
+        guard statvfs(at("ostree"), &st) == 0, st.f_flag & UInt(ST_RDONLY) != 0 else { return }
+        let real: [UInt8]
+        let mounts: [MountEntry]
+        do {
+            real = try FileSystem.realPath(Array(at("ostree").utf8))
+            mounts = try MountTable.current()
+        } catch let e as SystemError {
+            throw DeployError("making \(path) writable", e.description)
+        }
+        // The mount the repository is on: the longest mount point above it.
+        guard let mount = mounts.filter({ m in m.mountPoint == [0x2f] || real == m.mountPoint || real.starts(with: m.mountPoint + [0x2f]) })
+            .max(by: { $0.mountPoint.count < $1.mountPoint.count }) else {
+            throw DeployError("making \(path) writable", "no mount holds \(displayPath(real))")
+        }
+        guard cairn_unshare_mount_namespace() == 0 else {
+            throw DeployError("making \(path) writable", "unshare(CLONE_NEWNS): \(String(cString: strerror(errno)))")
+        }
+        guard Glibc.mount(nil, "/", nil, UInt(MS_REC | MS_SLAVE), nil) == 0 else {
+            throw DeployError("making \(path) writable", "making / a slave mount: \(String(cString: strerror(errno)))")
+        }
+        let remounted = mount.mountPoint.withCString { Glibc.mount(nil, $0, nil, UInt(MS_REMOUNT | MS_BIND), nil) }
+        guard remounted == 0 else {
+            throw DeployError("making \(path) writable", "remounting \(displayPath(mount.mountPoint)) read-write in a private mount namespace: \(String(cString: strerror(errno)))")
+        }
     }
 
     /// Whether this sysroot is the one the running system booted from.

@@ -191,6 +191,10 @@ extension Sysroot {
             do {
                 try makeDirectory(dir, mode: 0o755)
                 try writeFileAtomically(dir + "/.ostree.cfs", image)
+                // Where the filesystem has fs-verity (a booted machine's), the
+                // image and the objects it names get it now: the next boot
+                // mounts them with verity required.
+                if try enableVerity(dir + "/.ostree.cfs") { _ = try repo.enableVerity(onObjectsOf: checksum) }
                 if (try? repo.lookup(commit: checksum, path: "/usr/etc")) != nil {
                     try repo.checkoutCopy(commit: checksum, subpath: "/usr/etc", to: dir + "/etc")
                 } else {
@@ -320,6 +324,17 @@ extension Sysroot {
         } catch {
             try? removeTree(tmp)
             throw error
+        }
+    }
+
+    /// Enables fs-verity on a file just written; false where the filesystem
+    /// cannot.
+    func enableVerity(_ file: String) throws -> Bool {
+        do {
+            let fd = try FileDescriptor.open(file, O_RDONLY | O_NOFOLLOW)
+            return try fd.closeAfter { try KernelVerity.enable(fd, path: Array(file.utf8)) }
+        } catch let e as SystemError {
+            throw DeployError("enabling fs-verity on \(file)", e.message)
         }
     }
 

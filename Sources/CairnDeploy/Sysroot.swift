@@ -325,6 +325,7 @@ public final class Sysroot {
     /// naming the holder. The lock file is opened below the sysroot's own
     /// `ostree` folder without following symlinks, and must be a regular file.
     public func withLock<R>(command: String, timeout: Double, _ body: () throws -> R) throws -> R {
+        try ensureWritable()
         let lockPath = at("ostree/lock")
         let fd: FileDescriptor
         do {

@@ -120,6 +120,37 @@ extension Repository {
         _ = try verityDigests(of: Array(regular), .recompute)
     }
 
+    /// Enables fs-verity on every regular file object of `commit` that lacks
+    /// it, as `post-copy` does for the whole repository: a root mounted with
+    /// verity=require reads no object without it. Returns how many were
+    /// enabled; nil when the filesystem cannot do fs-verity.
+    public func enableVerity(onObjectsOf checksum: String) throws -> Int? {
+        let c = try commit(checksum)
+        var seenTrees: Set<String> = []
+        var objects: Set<String> = []
+        var pending = [c.rootTree]
+        while let tree = pending.popLast() {
+            guard seenTrees.insert(tree).inserted else { continue }
+            let dir = try dirTree(tree)
+            for f in dir.files { objects.insert(f.checksum) }
+            pending.append(contentsOf: dir.directories.map(\.treeChecksum))
+        }
+        var enabled = 0
+        for object in objects.sorted() {
+            guard let fd = try objectDescriptor(object) else { continue }
+            let done: Bool? = try fd.closeAfter {
+                var st = stat()
+                guard fstat(fd.rawValue, &st) == 0, st.st_mode & S_IFMT == S_IFREG, st.st_size > 0, KernelVerity.measure(fd) == nil else { return false }
+                do { return try KernelVerity.enable(fd) ? true : nil } catch let e as SystemError {
+                    throw RepoError("enabling fs-verity on file object \(object)", e.message)
+                }
+            }
+            guard let done else { return nil }
+            if done { enabled += 1 }
+        }
+        return enabled
+    }
+
     /// fs-verity digests of file objects. With `.cached`, from the
     /// repository's cache where it has them; every other digest is measured
     /// by the kernel (enabling fs-verity on the object first where the

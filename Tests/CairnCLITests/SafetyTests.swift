@@ -14,6 +14,32 @@ final class SafetyTests: SysrootTestCase {
         try bootedDeploymentSurvivesTenCycles()
     }
 
+    /// A booted system's /sysroot is read-only (`[sysroot] readonly`): deploy
+    /// and rollback write through a private mount namespace, and the mount
+    /// stays read-only for everyone else.
+    func testReadOnlySysrootIsWrittenThroughAPrivateNamespace() throws {
+        try TestSupport.requireRoot()
+        try TestSupport.require(tool: "unshare")
+        try deployFirstVersion()
+        try commit("2.0")
+        let r = try TestSupport.run("unshare", ["-m", "--propagation", "private", "/bin/sh", "-c", """
+            set -e
+            c='\(cairnPath)'
+            mount --bind '\(sys)' '\(sys)'
+            mount -o remount,bind,ro '\(sys)'
+            if touch '\(sys)/ostree/probe' 2>/dev/null; then echo "the bind is writable"; exit 1; fi
+            $c deploy --sysroot '\(sys)' os/x
+            $c rollback --sysroot '\(sys)'
+            $c remote add --sysroot '\(sys)' origin http://127.0.0.1:9/repo --no-sign-verify
+            if touch '\(sys)/ostree/probe' 2>/dev/null; then echo "cairn left the mount writable"; exit 1; fi
+            $c status --sysroot '\(sys)' --json
+            umount '\(sys)'
+            """])
+        XCTAssertEqual(r.status, 0, r.stdout + r.stderr)
+        XCTAssertEqual(try status().count, 2)
+        XCTAssertEqual(try cairn(["remote", "list", "--sysroot", sys]).stdout.contains("origin"), true)
+    }
+
     /// A deployment whose etc/ is mounted somewhere (as a running system's
     /// /etc is) is kept by deploy and refused by undeploy, even when nothing
     /// says it is booted.

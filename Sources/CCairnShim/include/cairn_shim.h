@@ -22,6 +22,9 @@ int cairn_ioctl_ptr(int fd, unsigned long request, void *arg);
 int cairn_syncfs(int fd);
 /* renameat2(2) with RENAME_EXCHANGE: swaps two names in one step. */
 int cairn_rename_exchange(int olddirfd, const char *oldpath, int newdirfd, const char *newpath);
+/* unshare(CLONE_NEWNS): this thread (and the threads it starts) get a
+   private copy of the mount table. */
+int cairn_unshare_mount_namespace(void);
 /* statfs(2) f_type of the filesystem holding path, or -1 with errno. */
 long cairn_filesystem_type(const char *path);
 #endif

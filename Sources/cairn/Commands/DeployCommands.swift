@@ -172,6 +172,8 @@ struct StatusCommand: ParsableCommand {
         let trust = try repo.trust()
         let extra = try loadTrust(keyFiles, revoked: nil)
         let policy = TrustPolicy(trustedKeys: trust.trusted + extra.trusted, revokedKeys: trust.revoked)
+        // What systemd-boot says it booted, beside what cairn finds booted.
+        let selected = state.bootLoader == .systemdBoot && state.bootedIndex != nil ? Sysroot.loaderEntrySelected() : nil
         var rows: [[String: Any]] = []
         for (i, d) in state.deployments.enumerated() {
             let commit = try? repo.commit(d.checksum)
@@ -213,10 +215,11 @@ struct StatusCommand: ParsableCommand {
         if json {
             try Terminal.printJSON(["apiVersion": "cairn/v1", "sysroot": s.path,
                                     "bootVersion": state.bootVersion.map { $0 as Any } ?? NSNull(),
-                                    "bootLoader": state.bootLoader.rawValue, "esp": state.esp ?? NSNull(), "deployments": rows])
+                                    "bootLoader": state.bootLoader.rawValue, "esp": state.esp ?? NSNull(),
+                                    "loaderEntrySelected": selected ?? NSNull(), "deployments": rows])
             return
         }
-        if let esp = state.esp { print("Boot loader: systemd-boot, entries in \(esp)/loader/entries") }
+        if let esp = state.esp { print("Boot loader: systemd-boot, entries in \(esp)/loader/entries" + (selected.map { "; booted entry \($0)" } ?? "")) }
         if rows.isEmpty {
             print("No deployments.")
             return

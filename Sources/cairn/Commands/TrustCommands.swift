@@ -17,7 +17,9 @@ struct RepositoryTarget: ParsableArguments {
 
     func open() throws -> Repository {
         if let repo { return try Repository.open(path: repo) }
-        return try Sysroot(path: sysroot ?? Sysroot.defaultPath()).repository()
+        let s = Sysroot(path: sysroot ?? Sysroot.defaultPath())
+        try s.ensureWritable()
+        return try s.repository()
     }
 }
 
