@@ -219,11 +219,17 @@ extension Sysroot {
 
             var list = state.deployments
             list.insert(deployment, at: o.notAsDefault && !list.isEmpty ? 1 : 0)
-            // Kept: the new default, the rollback, pinned ones, and whatever is
-            // running or mounted (whatever the entries say).
+            // Kept: the first two (the new default and, offline, the rollback),
+            // pinned ones, other stateroots', and whatever is running or
+            // mounted (whatever the entries say). On a booted system, as with
+            // ostree, the booted deployment is the rollback: a deployment
+            // made since boot and never booted gives way to the next.
+            let bootedHere = state.bootedIndex.map { state.deployments[$0] }.flatMap { $0.stateroot == stateroot ? $0 : nil }
             var kept: [Deployment] = []
-            for (i, d) in list.enumerated() where i < 2 || d.pinned || inUseReason(d.relativePath) != nil {
-                kept.append(d)
+            for (i, d) in list.enumerated() {
+                let isNew = d.stateroot == deployment.stateroot && d.name == deployment.name
+                let keep = i == 0 || isNew || (bootedHere == nil && i < 2) || d.pinned || d.stateroot != stateroot || inUseReason(d.relativePath) != nil
+                if keep { kept.append(d) }
             }
             let removed = list.filter { d in !kept.contains { $0.name == d.name && $0.stateroot == d.stateroot } }
             do { try writeBootSet(kept) } catch {

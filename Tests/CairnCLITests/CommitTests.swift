@@ -195,7 +195,8 @@ final class CommitTests: CairnTestCase {
 
         // One flipped byte in a file object.
         let object = try TestSupport.sh("find '\(dir)/r/objects' -name '*.file' -size +4k | head -1").trimmingCharacters(in: .whitespacesAndNewlines)
-        try TestSupport.sh("printf 'X' | dd of='\(object)' bs=1 seek=10 conv=notrunc status=none")
+        // Flipped, not overwritten: a byte that already held the new value would change nothing.
+        try TestSupport.sh("python3 -c \"import sys; f = open(sys.argv[1], 'r+b'); f.seek(10); b = f.read(1)[0]; f.seek(10); f.write(bytes([b ^ 0xff]))\" '\(object)'")
         let bad = try cairn(["fsck", "--repo", dir + "/r"], expect: 1)
         let name = URL(fileURLWithPath: object).deletingLastPathComponent().lastPathComponent + URL(fileURLWithPath: object).deletingPathExtension().lastPathComponent
         XCTAssertTrue(bad.stderr.contains(name), bad.stderr)

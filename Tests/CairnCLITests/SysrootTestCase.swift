@@ -184,6 +184,11 @@ class SysrootTestCase: CairnTestCase {
             try commit("\(cycle).0")
             let out = try run(["deploy", "--sysroot", sys, "os/x"], env: env).stdout
             XCTAssertFalse(out.contains("removed os \(v1).0"), "cycle \(cycle): \(out)")
+            // As with ostree, the booted deployment is the rollback: the one
+            // deployed since boot gives way.
+            let afterDeploy = try XCTUnwrap(JSONSerialization.jsonObject(with: try run(["status", "--sysroot", sys, "--json"], env: env).stdoutData) as? [String: Any])
+            XCTAssertEqual((afterDeploy["deployments"] as? [[String: Any]])?.map { $0["checksum"] as? String }.last, v1, "cycle \(cycle)")
+            XCTAssertEqual((afterDeploy["deployments"] as? [[String: Any]])?.count, 2, "cycle \(cycle)")
             if cycle % 3 == 0 { _ = try run(["rollback", "--sysroot", sys], env: env) }
             if cycle % 4 == 0 { _ = try run(["kargs", "--sysroot", sys, "--append", "cycle=\(cycle)"], env: env) }
             let json = try XCTUnwrap(JSONSerialization.jsonObject(with: try run(["status", "--sysroot", sys, "--json"], env: env).stdoutData) as? [String: Any])
