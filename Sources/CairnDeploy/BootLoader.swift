@@ -64,6 +64,7 @@ extension Sysroot {
             throw DeployError("sysroot \(path)", "it has deployments booted by \(current.rawValue); cannot switch it to \(loader.rawValue)")
         }
         try repository().setConfigValue(group: BootLoader.configGroup, key: BootLoader.configKey, loader == .ostree ? nil : loader.rawValue)
+        cachedLayout = nil
     }
 
     /// Prepares an ESP for cairn's entries and kernels: `loader/entries`
@@ -75,11 +76,16 @@ extension Sysroot {
         }
     }
 
+    /// Read once per Sysroot: one command's many steps share it.
     func layout() throws -> BootLayout {
+        if let cachedLayout { return cachedLayout }
+        let layout: BootLayout
         switch try bootLoader() {
-        case .ostree: return .ostree
-        case .systemdBoot: return .esp(try espPath())
+        case .ostree: layout = .ostree
+        case .systemdBoot: layout = .esp(try espPath())
         }
+        cachedLayout = layout
+        return layout
     }
 
     /// The ESP: `--esp`, else, on the running system's own sysroot, the FAT

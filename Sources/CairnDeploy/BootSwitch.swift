@@ -68,7 +68,6 @@ extension Sysroot {
                 let file = entriesDir + "/" + entryFileName(layout, d, number: n)
                 try writeFileAtomically(file, Array(try entry.validatedText("the boot entry of \(d.stateroot) \(d.name)").utf8))
             }
-            if case .esp = layout { try syncDirectory(staged) }
             try syncFilesystems()  // the farm, the entries and the deployments they name are on disk
             CrashPoint.bootSetWritten.reach()
             try switchBootSet(layout, to: new, staged: staged)

@@ -97,7 +97,8 @@ public struct SysrootState: Sendable {
     public var bootVersion: Int?
     public var bootLoader: BootLoader = .ostree
     /// The EFI system partition, with systemd-boot.
-    public var esp: String?
+    public var esp: String? { didSet { cachedLayout = nil } }
+    var cachedLayout: BootLayout?
     public var deployments: [Deployment]
     public var bootedIndex: Int?
 }
