@@ -97,8 +97,7 @@ public struct SysrootState: Sendable {
     public var bootVersion: Int?
     public var bootLoader: BootLoader = .ostree
     /// The EFI system partition, with systemd-boot.
-    public var esp: String? { didSet { cachedLayout = nil } }
-    var cachedLayout: BootLayout?
+    public var esp: String?
     public var deployments: [Deployment]
     public var bootedIndex: Int?
 }
@@ -110,7 +109,8 @@ public final class Sysroot {
     public var notice: (String) -> Void = { _ in }
     /// The EFI system partition's root folder (`--esp`), for systemd-boot;
     /// nil: found among the running system's mounts when needed.
-    public var esp: String?
+    public var esp: String? { didSet { cachedLayout = nil } }
+    var cachedLayout: BootLayout?
 
     public init(path: String) {
         self.path = path.count > 1 && path.hasSuffix("/") ? String(path.dropLast()) : path
