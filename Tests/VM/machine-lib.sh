@@ -54,10 +54,15 @@ machine_begin() {
 
 # Stops what we started (by pid), unmounts leftovers, removes the temp folder.
 machine_cleanup() {
-    local pid
+    local pid file
     for pid in "${machine_pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-    # QEMU itself (the pids above are of the console readers).
-    for pid in "$machine_work"/qemu.*.pid; do [[ -s "$pid" ]] && kill "$(cat "$pid")" 2>/dev/null || true; done
+    # QEMU itself (the pids above are of the console readers), by the pid
+    # it wrote, and only while that pid is still a QEMU.
+    for file in "$machine_work"/qemu.*.pid; do
+        [[ -s "$file" ]] || continue
+        pid=$(cat "$file")
+        [[ "$(cat "/proc/$pid/comm" 2>/dev/null)" == qemu-system-* ]] && kill "$pid" 2>/dev/null || true
+    done
     if [[ -n "$machine_nginx_pid" ]]; then kill "$machine_nginx_pid" 2>/dev/null || true; fi
     [[ -n "$machine_work" && -d "$machine_work" ]] || return 0
     if [[ -n "${CAIRN_VM_KEEP:-}" ]]; then echo "kept $machine_work" >&2; return 0; fi
@@ -196,8 +201,12 @@ EOF
         dracut) build="dracut --no-hostonly --add cairn --force /usr/lib/modules/$kver/initramfs.img $kver" ;;
         initramfs-tools) build="mkinitramfs -o /usr/lib/modules/$kver/initramfs.img $kver" ;;
     esac
+    # mkinitramfs reads the kernel's configuration from /boot (as Debian's
+    # kernel package puts it); a deployment's /boot stays empty afterwards.
+    cp "$machine_kroot/boot/config-$kver" "$out/boot/config-$kver"
     machine_chroot "$out" "depmod $kver && systemctl enable systemd-networkd.service cairn-test-agent.service && $build" >> "$log" 2>&1 ||
         { tail -n 30 "$log" >&2; return 1; }
+    rm -f "$out/boot/config-$kver"
     [[ -s "$out/usr/lib/modules/$kver/initramfs.img" ]] || { echo "machine: no initramfs built (see $log)" >&2; return 1; }
 
     # What a commit must not carry: device nodes, runtime state, caches.

@@ -47,13 +47,14 @@ echo "multi-user: $(systemctl is-active multi-user.target)"
 echo "system: $(systemctl is-system-running)"
 echo "failed-units: $(systemctl list-units --failed --plain --no-legend | awk '{print $1}' | tr '\n' ' ')"
 echo "version: $(sed -n 's/^CAIRN_TEST_VERSION=//p' /usr/lib/os-release.cairn)"
+echo "machine-id: $(cat /etc/machine-id)"
 od -c /run/ostree-booted | head -n 3 | sed 's/^/ostree-booted: /'
 /usr/bin/cairn status 2>&1 | sed 's/^/cairn-status: /'
 echo "cairn-status-rc: ${PIPESTATUS[0]}"
 for n in 1 2; do echo "http$n: $(curl -s -m 10 http://10.0.2.100/hello.txt || echo "failed rc=$?")"; done
 # An EFI variable: 4 bytes of attributes, then UTF-16.
 echo "loader-entry: $(cat /sys/firmware/efi/efivars/LoaderEntrySelected-4a67b082-0a4c-41cf-b6c7-440b29bb8c4f 2>/dev/null | tail -c +5 | tr -d '\0')"
-echo "memory: $(free -m | awk '/^Mem:/ { print "used " $3 " MB, available " $7 " MB of " $2 }')"
+echo "memory: $(awk '/^MemTotal:/ { t = $2 } /^MemAvailable:/ { a = $2 } END { printf "%d MB used, %d MB available of %d MB", (t - a) / 1024, a / 1024, t / 1024 }' /proc/meminfo)"
 ls /efi/loader/entries 2>&1 | sed 's/^/esp-entries: /'
 command -v bootctl >/dev/null && bootctl status 2>&1 | head -n 30 | sed 's/^/bootctl: /'
 systemd-analyze time 2>&1 | sed 's/^/analyze: /'
@@ -116,7 +117,24 @@ smoke() {
     newest=$(for f in "$esp"/loader/entries/*.conf; do echo "$(sed -n 's/^version //p' "$f") $(basename "$f")"; done | sort -V | tail -n 1 | cut -d' ' -f2)
     check "$variant: it is the newest deployment's entry ($newest)" "$([[ $(field loader-entry) == "$newest" ]] && echo yes || echo no)"
     grep '^cairn-status: ' "$w/report" | sed 's/^/  | /'
-    grep '^analyze: ' "$w/report" | sed 's/^/  | /'
+
+    # A reboot the script asks for ends this QEMU (-no-reboot); the next boot,
+    # with its own script, goes through OVMF and systemd-boot again on the same
+    # disk, which kept what the last boot wrote.
+    local id1 out2 out3
+    id1=$(field machine-id)
+    printf '%s\n' 'n=$(( $(cat /var/cairn-smoke-counter 2>/dev/null || echo 0) + 1 ))' 'echo "$n" > /var/cairn-smoke-counter' \
+        'echo "counter: $n"' 'touch /run/cairn-agent/reboot' > "$w/reboot.sh"
+    printf '%s\n' 'echo "counter: $(cat /var/cairn-smoke-counter)"' 'echo "machine-id: $(cat /etc/machine-id)"' > "$w/after.sh"
+    machine_boot "$disk" "$w/reboot.sh" "$w/$variant/console.reboot" 900 || true
+    out2=$(machine_agent_output "$w/$variant/console.reboot")
+    check "$variant: a reboot the script asks for ends QEMU (${machine_boot_seconds} s)" \
+        "$(grep -q '^CAIRN-AGENT-REBOOT' "$w/$variant/console.reboot" && [[ $out2 == "counter: 1" ]] && echo yes || echo no)"
+    machine_boot "$disk" "$w/after.sh" "$w/$variant/console.after" 900 || true
+    out3=$(machine_agent_output "$w/$variant/console.after")
+    check "$variant: the next boot runs its own script and sees the last boot's /var write" "$(grep -qx 'counter: 1' <<< "$out3" && echo yes || echo no)"
+    check "$variant: the machine-id systemd made at first boot persisted ($id1)" "$([[ -n $id1 ]] && grep -qx "machine-id: $id1" <<< "$out3" && echo yes || echo no)"
+    grep -E '^(analyze|memory): ' "$w/report" | sed 's/^/  | /'
     : "$v1" "$entry"
 }
 
