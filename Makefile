@@ -9,10 +9,11 @@ TEST_PACKAGES := $(BUILD_PACKAGES) ostree fsverity erofs-utils attr e2fsprogs ut
 DEMO_PACKAGES := $(BUILD_PACKAGES) busybox-static ostree python3 nginx-light
 # QEMU comes from bookworm-backports (scripts/install-backports.sh says why).
 VM_BACKPORTS := qemu-system-x86
-VM_PACKAGES := $(BUILD_PACKAGES) e2fsprogs xz-utils busybox-static gzip debootstrap
+VM_PACKAGES := $(BUILD_PACKAGES) e2fsprogs xz-utils busybox-static gzip debootstrap \
+	ovmf systemd-boot-efi mtools dosfstools fdisk nginx-light
 BENCH_PACKAGES := $(TEST_PACKAGES) debootstrap time openssl
 
-.PHONY: all build release install demo demo-boot test test-vm prepare-root bench-commit bench-composefs bench-deploy bench-pull clean
+.PHONY: all build release install demo demo-boot test test-vm test-vm-machine prepare-root bench-commit bench-composefs bench-deploy bench-pull clean
 
 PREFIX ?= /usr/local
 
@@ -65,6 +66,15 @@ test-vm: prepare-root
 	@scripts/install-backports.sh $(VM_BACKPORTS)
 	swift build --product cairn
 	Tests/VM/boot-test.sh .build/debug/cairn .build/initramfs/cairn-prepare-root
+
+# The real machine (Tests/VM/machine-lib.sh): Debian 12 with systemd, booted
+# by OVMF and systemd-boot from a GPT disk, through a dracut and an
+# initramfs-tools initramfs; a smoke test of each.
+test-vm-machine: prepare-root
+	@scripts/install-packages.sh $(VM_PACKAGES)
+	@scripts/install-backports.sh $(VM_BACKPORTS)
+	swift build --product cairn
+	Tests/VM/machine-smoke.sh .build/debug/cairn .build/initramfs/cairn-prepare-root
 
 # The same flow for a person to watch: every boot's console is printed.
 demo-boot: prepare-root

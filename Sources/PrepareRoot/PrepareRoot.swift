@@ -365,6 +365,18 @@ public enum PrepareRoot {
             }
             stack.recordFile(booted)
 
+            // Every mount of the new tree goes private before it is attached
+            // on the sysroot. Under systemd (a dracut initramfs) the
+            // initramfs's mounts are shared, so the binds above of the
+            // sysroot's /etc, /var and root joined the sysroot mount's peer
+            // group; attaching the new root on the sysroot would then
+            // propagate a copy of the whole new root onto its own /sysroot
+            // bind, which after switch-root hides the physical root at
+            // /sysroot behind a second composefs root. (Upstream makes all of
+            // "/" recursively private; this touches only what we mounted.)
+            guard newRoot.withCString({ Glibc.mount(nil, $0, nil, UInt(MS_REC | MS_PRIVATE), nil) }) == 0 else {
+                throw PrepareRootError("making the mounts under \(displayPath(newRoot)) private failed: \(SystemError.current("mount").message)")
+            }
             let moved = newRoot.withCString { s in sysroot.withCString { Glibc.mount(s, $0, nil, UInt(MS_MOVE), nil) } }
             guard moved == 0 else {
                 throw PrepareRootError("moving \(displayPath(newRoot)) onto \(displayPath(sysroot)) failed: \(SystemError.current("mount").message)")

@@ -112,9 +112,11 @@ final class PrepareRootTests: XCTestCase {
     /// Runs the program in a private mount namespace, then `check` (shell,
     /// with $SYS set) in the same namespace; records the mount table before
     /// and after. Returns when the namespace is gone.
-    func prepare(cmdline: String, config: String, knob: Bool = true, check: String = "", sysroot: String? = nil) throws -> Outcome {
+    /// `setup` (shell) runs first, in the namespace: mounts as an initramfs has them.
+    func prepare(cmdline: String, config: String, knob: Bool = true, setup: String = "", check: String = "", sysroot: String? = nil) throws -> Outcome {
         try TestSupport.sh(": > '\(dir)/kmsg'")
         let script = """
+            \(setup)
             cat /proc/self/mountinfo > "$D/before"
             "$PROG" --cmdline "$CMDLINE" --config "$CONF" --run-dir "$D/run" --kmsg "$D/kmsg" "$SYS" 2> "$D/stderr"
             echo $? > "$D/status"
@@ -243,6 +245,34 @@ final class PrepareRootTests: XCTestCase {
         let o = try prepare(cmdline: try cmdline, config: try config("# plain composefs\n[composefs]\nenabled=yes\n"), knob: false, check: rootChecks)
         assertMounted(o)
         XCTAssertFalse(o.mountsAfter.contains("verity=require"))
+    }
+
+    /// With systemd in the initramfs (dracut) every mount is shared, and the
+    /// sysroot is a mount of its own: the binds of its /etc, /var and root
+    /// into the new root join its peer group. Attaching the new root on the
+    /// sysroot must not propagate a copy of the new root onto its own
+    /// /sysroot bind: $SYS/sysroot shows the physical root, and there is one
+    /// composefs root, not two.
+    func testSharedSysrootMountGetsNoCopyOfTheNewRoot() throws {
+        let setup = """
+            mount --make-rshared /
+            mount --bind "$SYS" "$SYS"
+            mount --make-private "$SYS"
+            mount --make-shared "$SYS"
+            """
+        for readOnly in [false, true] {
+            try TestSupport.sh("rm -f '\(dir)/run/ostree-booted'")
+            let conf = try signedConfig(extra: "[sysroot]\nreadonly = \(readOnly)\n")
+            let o = try prepare(cmdline: try cmdline, config: conf, setup: setup, check: rootChecks + """
+
+                [ "$(grep -c ' - overlay composefs ' /proc/self/mountinfo)" = 1 ] && echo one-composefs-root
+                awk -v m="$SYS/sysroot" '$5 == m { print $6 }' /proc/self/mountinfo | grep -q '^ro' && echo sysroot-bind-read-only
+                true
+                """)
+            assertMounted(o)
+            XCTAssertTrue(o.checks.split(separator: "\n").contains("one-composefs-root"), "a copy of the new root was propagated:\n\(o.mountsAfter)")
+            XCTAssertEqual(o.checks.split(separator: "\n").contains("sysroot-bind-read-only"), readOnly, o.mountsAfter)
+        }
     }
 
     func testTransientEtcAndReadOnlySysroot() throws {

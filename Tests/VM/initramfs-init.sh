@@ -2,16 +2,22 @@
 # /init of the VM test's initramfs: load the modules, mount the sysroot disk
 # at /sysroot, then either seal it (first boot: cairn.seal on the command
 # line) or hand it to cairn-prepare-root and switch into the deployment.
+# cairn.disk=DEV names the sysroot's block device (default /dev/vda, the
+# whole disk of boot-test.sh; /dev/vda2 on machine-lib.sh's GPT disk).
 export PATH=/bin:/sbin:/usr/bin:/usr/sbin
 mount -t proc proc /proc
 mount -t sysfs sys /sys
 mount -t devtmpfs dev /dev
 mkdir -p /run && mount -t tmpfs -o mode=0755 run /run
 for m in /lib/modules/*.ko; do insmod "$m" || echo "CAIRN-INITRAMFS: insmod $m failed"; done
+disk=/dev/vda
+for arg in $(cat /proc/cmdline); do
+    case "$arg" in cairn.disk=*) disk=${arg#cairn.disk=} ;; esac
+done
 i=0
-while [ ! -b /dev/vda ] && [ $i -lt 50 ]; do sleep 0.1; i=$((i + 1)); done
-if ! mount -t ext4 /dev/vda /sysroot; then
-    echo "CAIRN-INITRAMFS: cannot mount /dev/vda"
+while [ ! -b "$disk" ] && [ $i -lt 50 ]; do sleep 0.1; i=$((i + 1)); done
+if ! mount -t ext4 "$disk" /sysroot; then
+    echo "CAIRN-INITRAMFS: cannot mount $disk"
     poweroff -f
 fi
 if grep -q 'cairn.seal' /proc/cmdline; then
