@@ -198,7 +198,11 @@ EOF
     # The initramfs, built inside the tree for the tree's kernel.
     local build
     case $variant in
-        dracut) build="dracut --no-hostonly --add cairn --force /usr/lib/modules/$kver/initramfs.img $kver" ;;
+        dracut)
+            # With the test's reporter of what a refused boot left mounted.
+            install -D -m 0755 "$machine_here/dracut-cairn-vm-test/module-setup.sh" "$out/usr/lib/dracut/modules.d/99cairn-vm-test/module-setup.sh"
+            install -D -m 0755 "$machine_here/dracut-cairn-vm-test/report-mounts.sh" "$out/usr/lib/dracut/modules.d/99cairn-vm-test/report-mounts.sh"
+            build="dracut --no-hostonly --add cairn --add cairn-vm-test --force /usr/lib/modules/$kver/initramfs.img $kver" ;;
         initramfs-tools) build="mkinitramfs -o /usr/lib/modules/$kver/initramfs.img $kver" ;;
     esac
     # mkinitramfs reads the kernel's configuration from /boot (as Debian's
@@ -403,6 +407,10 @@ machine_boot() {
         printf '%s\n' "$line" >> "$console"
         [[ -n "${CAIRN_VM_WATCH:-}" ]] && printf '%s\n' "$line" >&2
         if [[ $line == CAIRN-MULTI-USER* && ! -e $stamp ]]; then date +%s.%N > "$stamp"; fi
+        # A power cut: QEMU killed machine_cut_delay seconds after the guest printed machine_cut_marker.
+        if [[ -n "${machine_cut_marker:-}" && $line == "$machine_cut_marker" ]]; then
+            (sleep "$machine_cut_delay"; kill -KILL "$(cat "$pidfile")" 2>/dev/null; echo "machine: power cut after $machine_cut_delay s" >&2) &
+        fi
     done &
     machine_pids+=($!)
     wait $! || true
