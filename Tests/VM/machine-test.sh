@@ -67,7 +67,7 @@ status() {
     cairn status --json
     echo STATUS-JSON-END
     local selected
-    selected=$(tail -c +5 /sys/firmware/efi/efivars/LoaderEntrySelected-4a67b082-0a4c-41cf-b6c7-440b29bb8c4f 2>/dev/null | tr -d '\0')
+    selected=$(cat /sys/firmware/efi/efivars/LoaderEntrySelected-4a67b082-0a4c-41cf-b6c7-440b29bb8c4f 2>/dev/null | tail -c +5 | tr -d "\0")
     echo "ESP $(cd /efi/loader/entries && ls cairn-*.conf 2>/dev/null | paste -sd, -) | $(ls /efi/cairn 2>/dev/null | paste -sd, -) | $selected"
 }
 facts() {
