@@ -274,15 +274,16 @@ check "8 initramfs-tools initramfs boots v3" version=3.0 "commit=$v3" rootfs=ove
 
 # 9. The same with an initramfs made by dracut with cairn's module (systemd
 #    in the initramfs; cairn-prepare-root.service after sysroot.mount).
-#    Known gap, reported and not hidden: after systemd's switch-root the
-#    physical root is not visible at /sysroot (the marker says sysroot=).
+#    systemd makes the initramfs's mounts shared: the physical root must
+#    still be what /sysroot shows after switch-root (it once was hidden by a
+#    propagated copy of the new root).
 distro_initramfs dracut "$work/dracut-initramfs.img"
 make_tree "$work/tree4" 4.0
 cp "$work/dracut-initramfs.img" "$work/tree4/usr/lib/modules/$kver/initramfs.img"
 "$cairn" commit --repo "$repo" -b os/x --add-metadata-string version=4.0 --sign-key "$work/vendor.secret" "$work/tree4" >/dev/null 2>&1
 "$cairn" deploy --sysroot "$sys" os/x >/dev/null
 boot
-check "9 dracut initramfs boots v4" version=4.0 rootfs=overlay verity=require etc=writable
+check "9 dracut initramfs boots v4" version=4.0 rootfs=overlay verity=require etc=writable sysroot=present booted=deployment
 
 echo "$passed passed, $failed failed"
 [[ $failed -eq 0 ]]
