@@ -13,7 +13,7 @@ VM_PACKAGES := $(BUILD_PACKAGES) e2fsprogs xz-utils busybox-static gzip debootst
 	ovmf systemd-boot-efi mtools dosfstools fdisk nginx-light socat
 BENCH_PACKAGES := $(TEST_PACKAGES) debootstrap time openssl
 
-.PHONY: all build release install demo demo-boot test test-vm test-vm-machine prepare-root bench-commit bench-composefs bench-deploy bench-pull clean
+.PHONY: all build release install demo demo-boot test test-vm test-vm-full prepare-root bench-commit bench-composefs bench-deploy bench-pull clean
 
 PREFIX ?= /usr/local
 
@@ -60,21 +60,24 @@ prepare-root:
 	@scripts/install-packages.sh $(BUILD_PACKAGES)
 	scripts/build-prepare-root.sh .build/initramfs/cairn-prepare-root
 
-# The VM boot test alone (QEMU, a 6.12 kernel, fs-verity enforced).
+# The VM tests: the busybox boot test (the test plays the boot loader:
+# quick tamper and distribution-initramfs cases), then the real machine
+# (Tests/VM/machine-test.sh): Debian 12 with systemd, booted by OVMF and
+# systemd-boot, upgraded, rolled back and power-cut from the inside.
 test-vm: prepare-root
 	@scripts/install-packages.sh $(VM_PACKAGES)
 	@scripts/install-backports.sh $(VM_BACKPORTS)
 	swift build --product cairn
 	Tests/VM/boot-test.sh .build/debug/cairn .build/initramfs/cairn-prepare-root
+	Tests/VM/machine-test.sh .build/debug/cairn .build/initramfs/cairn-prepare-root
 
-# The real machine (Tests/VM/machine-lib.sh): Debian 12 with systemd, booted
-# by OVMF and systemd-boot from a GPT disk, through a dracut and an
-# initramfs-tools initramfs; a smoke test of each.
-test-vm-machine: prepare-root
+# The same with every repetition (five power cuts instead of two).
+test-vm-full: prepare-root
 	@scripts/install-packages.sh $(VM_PACKAGES)
 	@scripts/install-backports.sh $(VM_BACKPORTS)
 	swift build --product cairn
-	Tests/VM/machine-smoke.sh .build/debug/cairn .build/initramfs/cairn-prepare-root
+	Tests/VM/boot-test.sh .build/debug/cairn .build/initramfs/cairn-prepare-root
+	Tests/VM/machine-test.sh .build/debug/cairn .build/initramfs/cairn-prepare-root --full
 
 # The same flow for a person to watch: every boot's console is printed.
 demo-boot: prepare-root

@@ -6,11 +6,11 @@
 # agent runs a script the host hands in through QEMU's fw_cfg and prints
 # its output on the serial console.
 #
-# The flow (see machine-smoke.sh for a complete use):
+# The flow (see machine-test.sh for a complete use):
 #   machine_begin                          temp folder, cleanup trap, kernel
 #   machine_tree VARIANT TREE VENDOR.pub   the OS tree to commit
-#   cairn sysroot init / trust add / commit / deploy $(machine_kargs VARIANT)
-#   stand_in_esp_from_boot SYS ESP         (until cairn's systemd-boot backend)
+#   cairn sysroot init --bootloader systemd-boot --esp ESP / trust add / commit
+#   cairn deploy --esp ESP ... $(machine_kargs VARIANT)
 #   machine_esp_loader ESP                 systemd-boot and loader.conf
 #   machine_disk SYS ESP DISK              GPT: ESP + ext4 sysroot
 #   machine_seal DISK                      fs-verity, once per new disk
@@ -232,33 +232,6 @@ EOF
     # What a commit must not carry: device nodes, runtime state, caches.
     find "$out/dev" "$out/run" "$out/tmp" "$out/proc" "$out/sys" -mindepth 1 -delete
     rm -rf "$out/var/cache/apt/"*.bin "$out/var/log/"*.log
-}
-
-# TEMPORARY, until cairn's systemd-boot backend lands (`cairn sysroot init
-# --bootloader systemd-boot`, then `deploy --esp DIR`): makes the ESP folder
-# from what today's deploy wrote in ostree's /boot layout, in the layout the
-# backend will write. Delete this function then.
-#   SYS/boot/loader/entries/X.conf    -> ESP/loader/entries/X.conf
-#   SYS/boot/ostree/<dir>/{vmlinuz,initramfs}-<kver> -> ESP/cairn/<dir>/...
-# usage: stand_in_esp_from_boot SYS ESPDIR
-stand_in_esp_from_boot() {
-    local sys=$1 esp=$2 entry name linux initrd dir
-    rm -rf "$esp/loader/entries" "$esp/cairn"
-    mkdir -p "$esp/loader/entries" "$esp/cairn"
-    for entry in "$sys"/boot/loader/entries/*.conf; do
-        name=$(basename "$entry")
-        linux=$(sed -n 's/^linux //p' "$entry")
-        initrd=$(sed -n 's/^initrd //p' "$entry")
-        dir=$(basename "$(dirname "$linux")")
-        mkdir -p "$esp/cairn/$dir"
-        cp "$sys/boot$linux" "$esp/cairn/$dir/"
-        cp "$sys/boot$initrd" "$esp/cairn/$dir/"
-        sed -e "s|^linux .*|linux /cairn/$dir/$(basename "$linux")|" \
-            -e "s|^initrd .*|initrd /cairn/$dir/$(basename "$initrd")|" "$entry" > "$esp/loader/entries/$name"
-        # Entries with the same sort-key sort by version, highest first;
-        # the backend writes one, so the stand-in does too.
-        grep -q '^sort-key ' "$esp/loader/entries/$name" || echo "sort-key cairn" >> "$esp/loader/entries/$name"
-    done
 }
 
 # The boot loader on the ESP folder: systemd-boot at the removable-media

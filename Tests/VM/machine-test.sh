@@ -76,7 +76,8 @@ facts() {
     case "$(findmnt -n -o OPTIONS /)" in *verity=require*) fact verity require ;; *) fact verity none ;; esac
     fact version "$(sed -n 's/^CAIRN_TEST_VERSION=//p' /usr/lib/os-release.cairn)"
     if [ -d /sysroot/ostree/repo ] && [ ! -L /sysroot/ostree ]; then fact sysroot present; else fact sysroot missing; fi
-    fact sysroot-fs "$(findmnt -n -o FSTYPE --mountpoint /sysroot | tail -n 1)"
+    fact sysroot-fs "$(findmnt -n -o FSTYPE,OPTIONS --mountpoint /sysroot | tail -n 1 | cut -d, -f1 | tr ' ' /)"
+    fact composefs-mounts "$(grep -c ' - overlay composefs ' /proc/self/mountinfo)"
     fact var "$(findmnt -n -o SOURCE /var)"
     if touch /etc/.cairn-probe 2>/dev/null && rm /etc/.cairn-probe; then fact etc writable; else fact etc read-only; fi
     fact efi "$(findmnt -n -o FSTYPE /efi)"
@@ -146,7 +147,8 @@ verdict sd-boot-v1 "$(times)" \
     booted "$(state "$c1" booted)" "$v1.0" \
     default "$(state "$c1" default)" "$v1.0" \
     agree "$(state "$c1" agree)" yes \
-    sysroot "$(state "$c1" fact sysroot)/$(state "$c1" fact sysroot-fs)" present/ext4 \
+    sysroot "$(state "$c1" fact sysroot)/$(state "$c1" fact sysroot-fs)" present/ext4/ro \
+    "composefs roots" "$(state "$c1" fact composefs-mounts)" 1 \
     var "$(state "$c1" fact var)" "/dev/vda2[/ostree/deploy/debian/var]" \
     etc "$(state "$c1" fact etc)" writable \
     efi "$(state "$c1" fact efi)" vfat \
