@@ -78,6 +78,8 @@ extension Sysroot {
     }
 
     func update(to spec: Refspec, from base: Deployment?, _ o: UpgradeOptions) throws -> UpgradeResult {
+        // Before the pull starts its threads: they inherit the namespace.
+        try ensureWritable()
         let repo = try repository()
         let refspec = spec.description
         let current = base?.checksum

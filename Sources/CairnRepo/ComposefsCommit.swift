@@ -95,6 +95,21 @@ extension Repository {
         }
     }
 
+    /// The file objects a commit's tree names, from its dirtrees alone
+    /// (each read once, however often it recurs).
+    func fileObjects(ofCommit checksum: String) throws -> Set<String> {
+        var seenTrees: Set<String> = []
+        var objects: Set<String> = []
+        var pending = [try commit(checksum).rootTree]
+        while let tree = pending.popLast() {
+            guard seenTrees.insert(tree).inserted else { continue }
+            let dir = try dirTree(tree)
+            for f in dir.files { objects.insert(f.checksum) }
+            pending.append(contentsOf: dir.directories.map(\.treeChecksum))
+        }
+        return objects
+    }
+
     /// Puts into the digest cache the fs-verity digest of every regular file
     /// object of `commit` it lacks, so a deploy of it hashes nothing: what a
     /// pull does once the objects are in. Walks only the dirtrees; file
@@ -102,17 +117,8 @@ extension Repository {
     /// upgrade, the changed ones). `known`: digests already computed from
     /// these very objects (by a `StagingHasher` during the pull).
     public func warmDigestCache(commit checksum: String, known: [String: [UInt8]] = [:]) throws {
-        let c = try commit(checksum)
         let cache = VerityDigestCache(repositoryPath: path)
-        var seenTrees: Set<String> = []
-        var wanted: Set<String> = []
-        var pending = [c.rootTree]
-        while let tree = pending.popLast() {
-            guard seenTrees.insert(tree).inserted else { continue }
-            let dir = try dirTree(tree)
-            for f in dir.files where cache[f.checksum] == nil { wanted.insert(f.checksum) }
-            pending.append(contentsOf: dir.directories.map(\.treeChecksum))
-        }
+        var wanted = try fileObjects(ofCommit: checksum).filter { cache[$0] == nil }
         var fresh: [(checksum: String, digest: [UInt8])] = []
         for c in wanted { if let d = known[c] { fresh.append((c, d)); wanted.remove(c) } }
         _ = cache.record(fresh)  // a cache that cannot be written only costs time later
@@ -125,18 +131,8 @@ extension Repository {
     /// verity=require reads no object without it. Returns how many were
     /// enabled; nil when the filesystem cannot do fs-verity.
     public func enableVerity(onObjectsOf checksum: String) throws -> Int? {
-        let c = try commit(checksum)
-        var seenTrees: Set<String> = []
-        var objects: Set<String> = []
-        var pending = [c.rootTree]
-        while let tree = pending.popLast() {
-            guard seenTrees.insert(tree).inserted else { continue }
-            let dir = try dirTree(tree)
-            for f in dir.files { objects.insert(f.checksum) }
-            pending.append(contentsOf: dir.directories.map(\.treeChecksum))
-        }
         var enabled = 0
-        for object in objects.sorted() {
+        for object in try fileObjects(ofCommit: checksum).sorted() {
             guard let fd = try objectDescriptor(object) else { continue }
             let done: Bool? = try fd.closeAfter {
                 var st = stat()

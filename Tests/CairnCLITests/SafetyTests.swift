@@ -22,6 +22,10 @@ final class SafetyTests: SysrootTestCase {
         try TestSupport.require(tool: "unshare")
         try deployFirstVersion()
         try commit("2.0")
+        // An update server (a file:// one will do) for a pull inside.
+        try cairn(["init", "--repo", dir + "/build", "--mode", "archive"])
+        try cairn(["commit", "--repo", dir + "/build", "-b", "os/y", "--add-metadata-string", "version=3.0", try makeTree("3.0")])
+        try cairn(["summary", "--repo", dir + "/build", "--update"])
         let r = try TestSupport.run("unshare", ["-m", "--propagation", "private", "/bin/sh", "-c", """
             set -e
             c='\(cairnPath)'
@@ -30,6 +34,8 @@ final class SafetyTests: SysrootTestCase {
             if touch '\(sys)/ostree/probe' 2>/dev/null; then echo "the bind is writable"; exit 1; fi
             $c deploy --sysroot '\(sys)' os/x
             $c rollback --sysroot '\(sys)'
+            $c remote add --sysroot '\(sys)' build 'file://\(dir)/build' --no-sign-verify
+            $c switch --sysroot '\(sys)' build:os/y
             $c remote add --sysroot '\(sys)' origin http://127.0.0.1:9/repo --no-sign-verify
             if touch '\(sys)/ostree/probe' 2>/dev/null; then echo "cairn left the mount writable"; exit 1; fi
             $c status --sysroot '\(sys)' --json
@@ -37,6 +43,7 @@ final class SafetyTests: SysrootTestCase {
             """])
         XCTAssertEqual(r.status, 0, r.stdout + r.stderr)
         XCTAssertEqual(try status().count, 2)
+        XCTAssertEqual(try status().first?["version"] as? String, "3.0", "switch pulled and deployed")
         XCTAssertEqual(try cairn(["remote", "list", "--sysroot", sys]).stdout.contains("origin"), true)
     }
 

@@ -76,7 +76,7 @@ facts() {
     case "$(findmnt -n -o OPTIONS /)" in *verity=require*) fact verity require ;; *) fact verity none ;; esac
     fact version "$(sed -n 's/^CAIRN_TEST_VERSION=//p' /usr/lib/os-release.cairn)"
     if [ -d /sysroot/ostree/repo ] && [ ! -L /sysroot/ostree ]; then fact sysroot present; else fact sysroot missing; fi
-    fact sysroot-fs "$(findmnt -n -o FSTYPE,OPTIONS --mountpoint /sysroot | tail -n 1 | cut -d, -f1 | tr ' ' /)"
+    fact sysroot-fs "$(findmnt -n -o FSTYPE,OPTIONS --mountpoint /sysroot | tail -n 1 | awk '{ split($2, o, ","); print $1 "/" o[1] }')"
     fact composefs-mounts "$(grep -c ' - overlay composefs ' /proc/self/mountinfo)"
     fact var "$(findmnt -n -o SOURCE /var)"
     if touch /etc/.cairn-probe 2>/dev/null && rm /etc/.cairn-probe; then fact etc writable; else fact etc read-only; fi
