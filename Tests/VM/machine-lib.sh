@@ -406,6 +406,7 @@ machine_boot() {
         # A power cut: QEMU killed machine_cut_delay seconds after the guest printed machine_cut_marker.
         if [[ -n "${machine_cut_marker:-}" && $line == "$machine_cut_marker" ]]; then
             (sleep "$machine_cut_delay"; kill -KILL "$(cat "$pidfile")" 2>/dev/null; echo "machine: power cut after $machine_cut_delay s" >&2) &
+            disown
         fi
     done &
     machine_pids+=($!)

@@ -261,7 +261,7 @@ version_of() { case $1 in debian/itools) echo itools ;; *) echo 2 ;; esac; }
 old=2 new=2 prev_delay=0
 for run in $(seq 1 $((cuts + 1))); do
     if [[ $run -le $cuts ]]; then
-        delay=$(python3 -c "import random, sys; print('%.2f' % random.Random(int(sys.argv[1])).uniform(0, 1.2 * float(sys.argv[2])))" "$((seed + run))" "$deploy_seconds")
+        delay=$(python3 -c "import random, sys; print('%.2f' % random.Random(int(sys.argv[1])).uniform(0, float(sys.argv[2])))" "$((seed + run))" "$deploy_seconds")
         machine_cut_marker="CAIRN-AGENT| CUT-NOW" machine_cut_delay=$delay boot "$disk" "$w/cut.sh"
     else
         boot "$disk" "$w/report.sh"
@@ -301,7 +301,8 @@ flip() {  # flips the byte at OFFSET of the file PATH on the copy's sysroot
 refused() {
     local name=$1 reason=$2
     verdict "$name" "$(times)" \
-        "refusal line" "$(grep -cE "cairn-prepare-root: .*($reason)" "$console" | sed 's/^[1-9][0-9]*$/found/')" found \
+        "refusal lines" "$(grep -c 'cairn-prepare-root: refusing to boot' "$console")" 1 \
+        "its reason" "$(grep -cE "cairn-prepare-root: refusing to boot: .*($reason)" "$console")" 1 \
         "mounts left" "$(grep -o 'CAIRN-REFUSED overlay-mounts=[0-9]* erofs-mounts=[0-9]*' "$console" | tail -n 1)" "CAIRN-REFUSED overlay-mounts=0 erofs-mounts=0" \
         multi-user "$(grep -c '^CAIRN-MULTI-USER' "$console")" 0
 }
