@@ -38,6 +38,19 @@ install: prepare-root
 	install -D -m 0644 initramfs/dracut/50cairn/cairn-prepare-root.service $(DESTDIR)/usr/lib/dracut/modules.d/50cairn/cairn-prepare-root.service
 	install -D -m 0755 initramfs/initramfs-tools/hooks/cairn $(DESTDIR)/usr/share/initramfs-tools/hooks/cairn
 	install -D -m 0755 initramfs/initramfs-tools/scripts/local-bottom/cairn $(DESTDIR)/usr/share/initramfs-tools/scripts/local-bottom/cairn
+	# Staged deployments and boot assessment: the units, enabled by links
+	# in /usr/lib (on by default, as a package's presets would), and the
+	# health checks they run.
+	install -d $(DESTDIR)/usr/lib/systemd/system/multi-user.target.wants $(DESTDIR)/usr/lib/systemd/system/boot-complete.target.requires
+	for unit in cairn-finalize-staged.service cairn-health-check.service; do \
+		sed 's|@bindir@|$(PREFIX)/bin|g' systemd/$$unit > $(DESTDIR)/usr/lib/systemd/system/$$unit && \
+		chmod 0644 $(DESTDIR)/usr/lib/systemd/system/$$unit || exit 1; \
+	done
+	ln -sfn ../cairn-finalize-staged.service $(DESTDIR)/usr/lib/systemd/system/multi-user.target.wants/cairn-finalize-staged.service
+	ln -sfn ../cairn-health-check.service $(DESTDIR)/usr/lib/systemd/system/multi-user.target.wants/cairn-health-check.service
+	ln -sfn ../cairn-health-check.service $(DESTDIR)/usr/lib/systemd/system/boot-complete.target.requires/cairn-health-check.service
+	install -d $(DESTDIR)/usr/lib/cairn/health.d
+	install -m 0755 health.d/* $(DESTDIR)/usr/lib/cairn/health.d/
 
 demo:
 	@scripts/install-packages.sh $(DEMO_PACKAGES)

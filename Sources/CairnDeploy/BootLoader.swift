@@ -192,12 +192,25 @@ extension Sysroot {
 
     /// The entry file name of a deployment: ostree numbers them; on the ESP
     /// the name is the deployment's, so systemd-boot's LoaderEntrySelected
-    /// names the deployment it booted.
+    /// names the deployment it booted, with its boot counter, if any.
     func entryFileName(_ layout: BootLayout, _ d: Deployment, number: Int) -> String {
         switch layout {
         case .ostree: return "ostree-\(number)-\(d.stateroot).conf"
-        case .esp: return "\(BootLayout.entryPrefix)\(d.stateroot)-\(d.name).conf"
+        case .esp: return espEntryBase(d) + (d.bootCounter?.suffix ?? "") + ".conf"
         }
+    }
+
+    /// An ESP entry's name without counter and `.conf`: the deployment's identity.
+    func espEntryBase(_ d: Deployment) -> String { "\(BootLayout.entryPrefix)\(d.stateroot)-\(d.name)" }
+
+    /// The live ESP entries that carry no counter, by base name: blessed.
+    /// systemd-bless-boot may rename an entry while a command runs; a
+    /// blessing seen here is kept rather than undone by the switch.
+    func blessedESPEntries(_ esp: String) -> Set<String> {
+        Set(entryFileNames(.esp(esp), in: esp + "/loader/entries").compactMap { name in
+            let (base, counter) = BootCounter.split(entryFileName: name)
+            return counter == nil ? base : nil
+        })
     }
 
     /// Where a kernel folder is, and how its entry names it (relative to

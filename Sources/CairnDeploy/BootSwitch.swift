@@ -14,6 +14,13 @@ extension Sysroot {
     /// either the old or the new set, each naming only complete deployments.
     public func writeBootSet(_ deployments: [Deployment]) throws {
         let layout = try layout()
+        var deployments = deployments
+        if case .esp(let esp) = layout {
+            let blessed = blessedESPEntries(esp)
+            for i in deployments.indices where deployments[i].bootCounter != nil && deployments[i].entryFile != nil && blessed.contains(espEntryBase(deployments[i])) {
+                deployments[i].bootCounter = nil
+            }
+        }
         let current = try currentBootVersion(layout)
         let new = 1 - (current ?? 0)
         let farmDir = "ostree/boot.\(new).0"

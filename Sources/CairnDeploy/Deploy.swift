@@ -15,6 +15,11 @@ public struct DeployOptions {
     /// `--karg-append ARG`.
     public var appendedKernelArguments: [String] = []
     public var notAsDefault = false
+    /// Stage: prepare now, switch the boot entries at shutdown. nil: the
+    /// sysroot's `[cairn] stage` setting on the running system, else no.
+    public var stage: Bool?
+    /// With `stage`: finalize only when `cairn finalize` says so.
+    public var lockFinalization = false
     /// Keys trusted for this deploy (`--keys`) on top of the repository's
     /// configured trust (`cairn trust`).
     public var extraTrust = RepositoryTrust()
@@ -33,6 +38,14 @@ public struct DeployResult: Sendable {
     public var populatedVar: Int?
     /// What the user must hear about, such as signed boot without trusted keys.
     public var warnings: [String] = []
+    /// Prepared and staged: the boot entries change at shutdown.
+    public var staged = false
+    /// A staged deployment this deploy replaced.
+    public var discardedStaged: Deployment?
+    /// The deployment whose /etc was merged.
+    public var mergedFrom: Deployment?
+
+    var deploymentAndSelf: (Deployment, DeployResult) { (deployment, self) }
 }
 
 /// How a commit is trusted when it is deployed.
@@ -139,111 +152,176 @@ extension Sysroot {
 
     /// Creates a deployment of `o.rev` and makes it the default (or the
     /// second entry with `notAsDefault`), keeping the new default, the
-    /// booted deployment, the rollback and pinned ones.
+    /// booted deployment, the rollback, the last known good one and pinned
+    /// ones. With `stage`, the deployment is prepared but the boot entries
+    /// are left alone until `finalizeStaged` (at shutdown).
     public func deploy(_ o: DeployOptions) throws -> DeployResult {
         for k in o.kernelArguments + o.appendedKernelArguments { try checkKernelArgument(k) }
         let repo = try repository()
         return try withLock(command: "deploy \(o.rev)", timeout: Self.lockTimeout) {
             let state = try loadState()
-            let checksum = try repo.resolve(o.rev)
-            let commit = try repo.commit(checksum)
-            let stateroot = try o.stateroot ?? state.deployments.first?.stateroot ?? onlyStateroot()
-            try Self.validateStateroot(stateroot)
-            guard FileSystem.exists(Array(at("ostree/deploy/\(stateroot)/deploy").utf8)) else {
-                throw DeployError("deploying \(o.rev)", "no stateroot '\(stateroot)' in \(path); run 'cairn sysroot init \(path) --stateroot \(stateroot)'")
-            }
-            let (signedBy, warnings) = try checkTrust(checksum, commit, try deployTrust(checksum, repo: repo, extra: o.extraTrust), repo: repo)
-            let kernel = try kernel(of: checksum, repo: repo)
-            let title = try osReleaseTitle(repo: repo, commit: checksum)
-
-            // The image every boot mounts; it must be the one the commit names.
-            // The digest cache makes it fast; were the cache wrong, the image
-            // would not match and is built again from the objects, each
-            // checked against its checksum, so a corrupt object is named.
-            var image = try repo.composefsImage(commit: checksum, digests: .cached)
-            var digest = fsVerityDigest(image)
-            if let recorded = commit.composefsDigest, recorded != digest {
-                image = try repo.composefsImage(commit: checksum, digests: .verifiedObjects)
-                digest = fsVerityDigest(image)
-            }
-            if let recorded = commit.composefsDigest, recorded != digest {
-                throw DeployError("deploying \(checksum)", "the composefs image has digest \(hexString(digest)), which doesn't match expected digest \(hexString(recorded)) recorded in the commit")
-            }
-
-            let bootChecksum = try repo.sha256(ofContents: [kernel.vmlinuz] + (kernel.initramfs.map { [$0] } ?? []))
-            let merge = state.bootedIndex.map { state.deployments[$0] }.flatMap { $0.stateroot == stateroot ? $0 : nil }
-                ?? state.deployments.first(where: { $0.stateroot == stateroot })
-            let used = Set(state.deployments.filter { $0.stateroot == stateroot && $0.checksum == checksum }.map(\.serial))
-            let serial = (0...).first { !used.contains($0) }!
-            let refspec = (try? repo.resolveRef(o.rev)) != nil ? o.rev : checksum
-
-            var kargs = KernelArguments(merge?.kernelArguments ?? state.deployments.first?.kernelArguments ?? [])
-            for k in o.kernelArguments { kargs.replace(k) }
-            for k in o.appendedKernelArguments { kargs.append(k) }
-
-            let deployment = Deployment(stateroot: stateroot, checksum: checksum, serial: serial, bootChecksum: bootChecksum,
-                                        kernelArguments: kargs.arguments, origin: Origin(refspec: refspec),
-                                        title: title)
-            let dir = at(deployment.relativePath)
-            try removeTree(dir)  // an unreferenced leftover of an interrupted deploy
-            try removeTree(dir + ".origin")
-            var etc: EtcChanges?
-            do {
-                try makeDirectory(dir, mode: 0o755)
-                try writeFileAtomically(dir + "/.ostree.cfs", image)
-                // Where the filesystem has fs-verity (a booted machine's), the
-                // image and the objects it names get it now: the next boot
-                // mounts them with verity required.
-                if try enableVerity(dir + "/.ostree.cfs") { _ = try repo.enableVerity(onObjectsOf: checksum) }
-                if (try? repo.lookup(commit: checksum, path: "/usr/etc")) != nil {
-                    try repo.checkoutCopy(commit: checksum, subpath: "/usr/etc", to: dir + "/etc")
-                } else {
-                    try makeDirectory(dir + "/etc", mode: 0o755)
+            let stage = try o.stage ?? stagesByDefault(state)
+            if stage {
+                guard state.bootedIndex != nil else {
+                    throw DeployError("staging \(o.rev)", "a deployment is staged on the running system, to be finalized when it shuts down; \(path) is not the booted system's sysroot (deploy without --stage)")
                 }
-                if let merge {
-                    etc = try EtcTree.merge(oldEtc: at(merge.relativePath) + "/etc", oldCommit: merge.checksum,
-                                            newCommit: checksum, newEtc: dir + "/etc", repo: repo)
-                }
-                try writeFileAtomically(dir + ".origin", Array(deployment.origin.text.utf8))
-                try syncFilesystems()
-            } catch {
-                try? removeTree(dir)
-                try? removeTree(dir + ".origin")
-                throw error
+                guard !o.notAsDefault else { throw DeployError("staging \(o.rev)", "a staged deployment becomes the default; --not-as-default cannot be staged") }
             }
-            CrashPoint.deploymentWritten.reach()
-            let populatedVar = try populateVar(stateroot: stateroot, commit: checksum, repo: repo)
-
-            try installKernel(kernel, stateroot: stateroot, bootChecksum: bootChecksum, repo: repo)
-            CrashPoint.kernelCopied.reach()
-
-            var list = state.deployments
-            list.insert(deployment, at: o.notAsDefault && !list.isEmpty ? 1 : 0)
-            // Kept: the first two (the new default and, offline, the rollback),
-            // pinned ones, other stateroots', and whatever is running or
-            // mounted (whatever the entries say). On a booted system, as with
-            // ostree, the booted deployment is the rollback: a deployment
-            // made since boot and never booted gives way to the next.
-            let bootedHere = state.bootedIndex.map { state.deployments[$0] }.flatMap { $0.stateroot == stateroot ? $0 : nil }
-            var kept: [Deployment] = []
-            for (i, d) in list.enumerated() {
-                let isNew = d.stateroot == deployment.stateroot && d.name == deployment.name
-                let keep = i == 0 || isNew || (bootedHere == nil && i < 2) || d.pinned || d.stateroot != stateroot || inUseReason(d.relativePath) != nil
-                if keep { kept.append(d) }
+            // One staged deployment at most: a new deploy replaces it.
+            let discarded = try discardStaged(state: state)
+            var (deployment, result) = try prepareDeployment(o, state: state, repo: repo)
+            result.discardedStaged = discarded
+            if stage {
+                try writeStagedRecord(deployment, merge: result.mergedFrom, locked: o.lockFinalization)
+                result.staged = true
+                return result
             }
-            let removed = list.filter { d in !kept.contains { $0.name == d.name && $0.stateroot == d.stateroot } }
-            do { try writeBootSet(kept) } catch {
-                // Not switched: the new deployment is referenced by nothing, and goes.
-                if (try? currentBootVersion()) == state.bootVersion { try? removeDeploymentFiles(deployment) }
-                throw error
-            }
-            for (i, d) in removed.enumerated() {
-                try removeDeploymentFiles(d)
-                if i == 0 { CrashPoint.removedOne.reach() }
-            }
-            return DeployResult(deployment: deployment, etc: etc, removed: removed, signedBy: signedBy, composefsDigest: digest,
-                                populatedVar: populatedVar, warnings: warnings)
+            if !o.notAsDefault { deployment.bootCounter = try newEntryCounter() }
+            result.deployment = deployment
+            result.removed = try commitDeployment(deployment, state: state, notAsDefault: o.notAsDefault)
+            return result
         }
+    }
+
+    /// Writes a deployment's folder (its composefs image, /etc merged from
+    /// the booted or default deployment of the stateroot, its origin), fills
+    /// an empty /var, and installs its kernel; no boot entry names it yet.
+    func prepareDeployment(_ o: DeployOptions, state: SysrootState, repo: Repository) throws -> (Deployment, DeployResult) {
+        let checksum = try repo.resolve(o.rev)
+        let commit = try repo.commit(checksum)
+        let stateroot = try o.stateroot ?? state.deployments.first?.stateroot ?? onlyStateroot()
+        try Self.validateStateroot(stateroot)
+        guard FileSystem.exists(Array(at("ostree/deploy/\(stateroot)/deploy").utf8)) else {
+            throw DeployError("deploying \(o.rev)", "no stateroot '\(stateroot)' in \(path); run 'cairn sysroot init \(path) --stateroot \(stateroot)'")
+        }
+        let (signedBy, warnings) = try checkTrust(checksum, commit, try deployTrust(checksum, repo: repo, extra: o.extraTrust), repo: repo)
+        let kernel = try kernel(of: checksum, repo: repo)
+        let title = try osReleaseTitle(repo: repo, commit: checksum)
+
+        // The image every boot mounts; it must be the one the commit names.
+        // The digest cache makes it fast; were the cache wrong, the image
+        // would not match and is built again from the objects, each
+        // checked against its checksum, so a corrupt object is named.
+        var image = try repo.composefsImage(commit: checksum, digests: .cached)
+        var digest = fsVerityDigest(image)
+        if let recorded = commit.composefsDigest, recorded != digest {
+            image = try repo.composefsImage(commit: checksum, digests: .verifiedObjects)
+            digest = fsVerityDigest(image)
+        }
+        if let recorded = commit.composefsDigest, recorded != digest {
+            throw DeployError("deploying \(checksum)", "the composefs image has digest \(hexString(digest)), which doesn't match expected digest \(hexString(recorded)) recorded in the commit")
+        }
+
+        let bootChecksum = try repo.sha256(ofContents: [kernel.vmlinuz] + (kernel.initramfs.map { [$0] } ?? []))
+        let merge = mergeDeployment(state, stateroot: stateroot)
+        let used = Set(state.deployments.filter { $0.stateroot == stateroot && $0.checksum == checksum }.map(\.serial))
+        let serial = (0...).first { !used.contains($0) }!
+        let refspec = (try? repo.resolveRef(o.rev)) != nil ? o.rev : checksum
+
+        var kargs = KernelArguments(merge?.kernelArguments ?? state.deployments.first?.kernelArguments ?? [])
+        for k in o.kernelArguments { kargs.replace(k) }
+        for k in o.appendedKernelArguments { kargs.append(k) }
+
+        let deployment = Deployment(stateroot: stateroot, checksum: checksum, serial: serial, bootChecksum: bootChecksum,
+                                    kernelArguments: kargs.arguments, origin: Origin(refspec: refspec),
+                                    title: title)
+        let dir = at(deployment.relativePath)
+        try removeTree(dir)  // an unreferenced leftover of an interrupted deploy
+        try removeTree(dir + ".origin")
+        var etc: EtcChanges?
+        do {
+            try makeDirectory(dir, mode: 0o755)
+            try writeFileAtomically(dir + "/.ostree.cfs", image)
+            // Where the filesystem has fs-verity (a booted machine's), the
+            // image and the objects it names get it now: the next boot
+            // mounts them with verity required.
+            if try enableVerity(dir + "/.ostree.cfs") { _ = try repo.enableVerity(onObjectsOf: checksum) }
+            etc = try writeEtc(deployment, merge: merge, repo: repo)
+            try writeFileAtomically(dir + ".origin", Array(deployment.origin.text.utf8))
+            try syncFilesystems()
+        } catch {
+            try? removeTree(dir)
+            try? removeTree(dir + ".origin")
+            throw error
+        }
+        CrashPoint.deploymentWritten.reach()
+        let populatedVar = try populateVar(stateroot: stateroot, commit: checksum, repo: repo)
+
+        try installKernel(kernel, stateroot: stateroot, bootChecksum: bootChecksum, repo: repo)
+        CrashPoint.kernelCopied.reach()
+        var result = DeployResult(deployment: deployment, etc: etc, removed: [], signedBy: signedBy, composefsDigest: digest,
+                                  populatedVar: populatedVar, warnings: warnings)
+        result.mergedFrom = merge
+        return result.deploymentAndSelf
+    }
+
+    /// The deployment whose /etc a new one of `stateroot` merges: the booted
+    /// one if it is of that stateroot, else its first.
+    func mergeDeployment(_ state: SysrootState, stateroot: String) -> Deployment? {
+        state.bootedIndex.map { state.deployments[$0] }.flatMap { $0.stateroot == stateroot ? $0 : nil }
+            ?? state.deployments.first(where: { $0.stateroot == stateroot })
+    }
+
+    /// The new deployment's /etc: the commit's defaults (/usr/etc) with the
+    /// changes of `merge`'s /etc carried over (three-way).
+    func writeEtc(_ d: Deployment, merge: Deployment?, repo: Repository) throws -> EtcChanges? {
+        let dir = at(d.relativePath)
+        if (try? repo.lookup(commit: d.checksum, path: "/usr/etc")) != nil {
+            try repo.checkoutCopy(commit: d.checksum, subpath: "/usr/etc", to: dir + "/etc")
+        } else {
+            try makeDirectory(dir + "/etc", mode: 0o755)
+        }
+        guard let merge else { return nil }
+        return try EtcTree.merge(oldEtc: at(merge.relativePath) + "/etc", oldCommit: merge.checksum,
+                                 newCommit: d.checksum, newEtc: dir + "/etc", repo: repo)
+    }
+
+    /// Makes a prepared deployment part of the boot set (the default, or
+    /// second with `notAsDefault`) and removes the deployments retention
+    /// lets go. Returns those. Until the switch a failure removes the new
+    /// deployment and leaves everything else as it was.
+    func commitDeployment(_ deployment: Deployment, state: SysrootState, notAsDefault: Bool) throws -> [Deployment] {
+        var list = state.deployments
+        list.insert(deployment, at: notAsDefault && !list.isEmpty ? 1 : 0)
+        let kept = retained(list, new: deployment, state: state)
+        let removed = list.filter { d in !kept.contains { $0.name == d.name && $0.stateroot == d.stateroot } }
+        do { try writeBootSet(kept) } catch {
+            // Not switched: the new deployment is referenced by nothing, and goes.
+            if (try? currentBootVersion()) == state.bootVersion { try? removeDeploymentFiles(deployment) }
+            throw error
+        }
+        // A new deployment closes the story of the last fallback and of a failed finalization.
+        try removeRecord(StateRecords.fallback)
+        try removeRecord(StateRecords.finalizeFailure)
+        for (i, d) in removed.enumerated() {
+            try removeDeploymentFiles(d)
+            if i == 0 { CrashPoint.removedOne.reach() }
+        }
+        return removed
+    }
+
+    /// What a deploy keeps of `list` (the new set, new deployment included):
+    /// the first (the new default), the new one, pinned ones, other
+    /// stateroots', whatever is running or mounted (whatever the entries
+    /// say), and the rollback: offline the second entry; on a booted system,
+    /// as with ostree, the booted deployment (a deployment made since boot
+    /// and never booted gives way to the next). Also the last known good:
+    /// while the booted deployment is itself on probation (its entry still
+    /// counts tries), the newest blessed one of the stateroot stays too, so
+    /// that a fallback always has somewhere to go.
+    func retained(_ list: [Deployment], new deployment: Deployment, state: SysrootState) -> [Deployment] {
+        let stateroot = deployment.stateroot
+        let bootedHere = state.bootedIndex.map { state.deployments[$0] }.flatMap { $0.stateroot == stateroot ? $0 : nil }
+        func same(_ a: Deployment?, _ b: Deployment) -> Bool { a.map { $0.stateroot == b.stateroot && $0.name == b.name } ?? false }
+        let lastGood = bootedHere.flatMap { $0.bootCounter == nil ? $0 : nil }
+            ?? list.first { $0.stateroot == stateroot && $0.bootCounter == nil && !same(deployment, $0) }
+        var kept: [Deployment] = []
+        for (i, d) in list.enumerated() {
+            let keep = i == 0 || same(deployment, d) || (bootedHere == nil && i < 2) || same(lastGood, d) || d.pinned
+                || d.stateroot != stateroot || inUseReason(d.relativePath) != nil
+            if keep { kept.append(d) }
+        }
+        return kept
     }
 
     func onlyStateroot() throws -> String {
@@ -350,6 +428,7 @@ extension Sysroot {
         if let reason = inUseReason(d.relativePath) { throw DeployError("not removing \(at(d.relativePath))", reason) }
         try removeTree(at(d.relativePath) + ".origin")
         try removeTree(at(d.relativePath))
+        try removeRecord(healthRecordPath(d))
     }
 
     /// A deployment that is to become the default must be whole: its commit
@@ -382,9 +461,16 @@ extension Sysroot {
             }
             try checkBootable(state.deployments[1])
             state.deployments.swapAt(0, 1)
+            try retryIfSpent(&state.deployments[0])
             try writeBootSet(state.deployments)
             return try loadState()
         }
+    }
+
+    /// A deployment made the default by hand after it used up its tries
+    /// gets fresh ones: systemd-boot would pass over it otherwise.
+    func retryIfSpent(_ d: inout Deployment) throws {
+        if let c = d.bootCounter, c.left == 0 { d.bootCounter = try newEntryCounter() }
     }
 
     public func setDefault(_ i: Int) throws -> SysrootState {
@@ -395,6 +481,7 @@ extension Sysroot {
             try checkBootable(d)
             state.deployments.remove(at: i)
             state.deployments.insert(d, at: 0)
+            try retryIfSpent(&state.deployments[0])
             try writeBootSet(state.deployments)
             return try loadState()
         }
@@ -450,12 +537,24 @@ extension Sysroot {
         return try withLock(command: "cleanup", timeout: Self.lockTimeout) {
             let state = try loadState()
             var report = CleanupReport()
+            var stagedCommit: String?
+            var stagedBoot: [UInt8]?
             // Names stay bytes: a name that is not UTF-8 is no deployment's, and goes.
             var doomed: [[UInt8]] = []
             func entries(_ dir: String) -> [[UInt8]] {
                 ((try? FileSystem.directoryEntries(Array(at(dir).utf8))) ?? []).sorted { $0.lexicographicallyPrecedes($1) }
             }
-            let live = Set(state.deployments.map { "\($0.stateroot)/\($0.name)" })
+            var live = Set(state.deployments.map { "\($0.stateroot)/\($0.name)" })
+            // A staged deployment waits for shutdown; one staged in an earlier boot never will be finalized.
+            if let staged = try stagedDeployment() {
+                if staged.stale {
+                    if !dryRun { try removeRecord(StateRecords.staged) }
+                } else {
+                    live.insert("\(staged.deployment.stateroot)/\(staged.deployment.name)")
+                    stagedCommit = staged.deployment.checksum
+                    stagedBoot = Array("\(staged.deployment.stateroot)-\(staged.deployment.bootChecksum)".utf8)
+                }
+            }
             for stateroot in stateroots() {
                 let deployDir = "ostree/deploy/\(stateroot)/deploy"
                 for name in entries(deployDir) {
@@ -471,7 +570,8 @@ extension Sysroot {
                 }
             }
             let layout = try layout()
-            let liveBoot = Set(state.deployments.map { Array("\($0.stateroot)-\($0.bootChecksum)".utf8) })
+            var liveBoot = Set(state.deployments.map { Array("\($0.stateroot)-\($0.bootChecksum)".utf8) })
+            if let stagedBoot { liveBoot.insert(stagedBoot) }
             let kernels = kernelsDirectory(layout)
             for name in ((try? FileSystem.directoryEntries(Array(kernels.utf8))) ?? []).sorted(by: { $0.lexicographicallyPrecedes($1) }) where !liveBoot.contains(name) {
                 doomed.append(Array(kernels.utf8) + [0x2f] + name)
@@ -495,7 +595,7 @@ extension Sysroot {
             }
             // A folder kept for being in use keeps its commit too ("<commit>.<serial>").
             let inUse = report.kept.compactMap { k in k.path.split(separator: "/").last?.split(separator: ".").first.map(String.init) }
-            report.prune = try repo.prune(keeping: Array(Set(state.deployments.map(\.checksum) + inUse)), dryRun: dryRun)
+            report.prune = try repo.prune(keeping: Array(Set(state.deployments.map(\.checksum) + inUse + (stagedCommit.map { [$0] } ?? []))), dryRun: dryRun)
             CrashPoint.pruned.reach()
             return report
         }

@@ -24,6 +24,9 @@ public struct Deployment: Sendable {
     public var title: String?
     /// The boot entry file naming it, when read from one.
     public var entryFile: String?
+    /// systemd-boot's boot counter in its entry's name: set while the
+    /// deployment is on probation, nil once blessed (or never counted).
+    public var bootCounter: BootCounter?
 
     /// "<commit>.<serial>"
     public var name: String { "\(checksum).\(serial)" }
@@ -265,9 +268,11 @@ public final class Sysroot {
         let stateroot = parts[2]
         let originFile = at("ostree/deploy/\(stateroot)/deploy/\(name).origin")
         let origin = (try? readText(originFile)).map { Origin(text: $0) } ?? Origin(lines: [])
+        let fileName = String(file.split(separator: "/").last ?? "")
+        let counter = fileName.hasPrefix(BootLayout.entryPrefix) ? BootCounter.split(entryFileName: fileName).counter : nil
         return Deployment(stateroot: stateroot, checksum: checksum, serial: serial, bootChecksum: parts[3],
                           kernelArguments: entry?.options.filter { !$0.hasPrefix("ostree=") } ?? [],
-                          origin: origin, title: entry?["title"], entryFile: entry == nil ? nil : file)
+                          origin: origin, title: entry?["title"], entryFile: entry == nil ? nil : file, bootCounter: counter)
     }
 
     /// Which of `deployments` backs the running root. libostree's rule: the

@@ -13,6 +13,9 @@ public struct UpgradeOptions {
     public var pull = PullOptions()
     /// Keys trusted for the deploy on top of the sysroot's (`--keys`).
     public var extraTrust = RepositoryTrust()
+    /// As `DeployOptions.stage` and `lockFinalization`.
+    public var stage: Bool?
+    public var lockFinalization = false
     public init() {}
 }
 
@@ -125,6 +128,8 @@ extension Sysroot {
         var deploy = DeployOptions(rev: refspec)
         deploy.stateroot = base?.stateroot
         deploy.extraTrust = o.extraTrust
+        deploy.stage = o.stage
+        deploy.lockFinalization = o.lockFinalization
         return UpgradeResult(outcome: .deployed(try self.deploy(deploy)), pull: report)
     }
 }

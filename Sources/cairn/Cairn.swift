@@ -25,7 +25,7 @@ struct Cairn: ParsableCommand {
             CommandGroup(name: "Deployments", subcommands: [
                 SysrootCommand.self, DeployCommand.self, StatusCommand.self, RollbackCommand.self, SetDefaultCommand.self,
                 UndeployCommand.self, PinCommand.self, KargsCommand.self, CleanupCommand.self, ConfigDiffCommand.self,
-                PostCopyCommand.self,
+                PostCopyCommand.self, FinalizeCommand.self, HealthCheckCommand.self,
             ]),
             CommandGroup(name: "Remotes and serving", subcommands: [
                 RemoteCommand.self, PullCommand.self, PullLocalCommand.self, UpgradeCommand.self, SwitchCommand.self,

@@ -22,6 +22,22 @@ struct SysrootOptions: ParsableArguments {
     }
 }
 
+/// `--stage` and `--lock-finalization`, shared by deploy, upgrade and switch.
+struct StageOptions: ParsableArguments {
+    @Flag(inversion: .prefixedNo, help: "Prepare the deployment now and switch the boot entries when the system shuts down (cairn-finalize-staged.service), merging /etc then (default: the sysroot's [cairn] stage setting, else no).")
+    var stage: Bool?
+
+    @Flag(name: .customLong("lock-finalization"), help: "With --stage: do not finalize at shutdown; 'cairn finalize' does it.")
+    var lockFinalization = false
+
+    func validate() throws {
+        if lockFinalization && stage == false { throw ValidationError("--lock-finalization needs a staged deployment (not --no-stage)") }
+    }
+
+    /// --lock-finalization implies --stage.
+    var staged: Bool? { lockFinalization ? true : stage }
+}
+
 struct SysrootCommand: ParsableCommand {
     static let configuration = CommandConfiguration(commandName: "sysroot", abstract: "Prepare a physical root for deployments.",
                                                     subcommands: [SysrootInit.self])
@@ -108,6 +124,8 @@ struct DeployCommand: ParsableCommand {
     @Option(name: .customLong("revoked-keys"), help: ArgumentHelp("Also treat the keys in this file as revoked for this deploy.", valueName: "file"))
     var revokedKeys: String?
 
+    @OptionGroup var staging: StageOptions
+
     @Argument(help: ArgumentHelp("Ref or commit in the sysroot's repository.", valueName: "rev"))
     var rev: String
 
@@ -124,6 +142,8 @@ struct DeployCommand: ParsableCommand {
         options.appendedKernelArguments = kargsAppend
         options.notAsDefault = notAsDefault
         options.extraTrust = try loadTrust(keyFiles, revoked: revokedKeys)
+        options.stage = staging.staged
+        options.lockFinalization = staging.lockFinalization
         Self.printResult(try sysroot.value.deploy(options), notAsDefault: notAsDefault)
     }
 
@@ -132,7 +152,13 @@ struct DeployCommand: ParsableCommand {
         let d = result.deployment
         for w in result.warnings { Terminal.warning(w) }
         if let who = result.signedBy { print(who) }
-        print("Deployed \(d.stateroot) \(d.name)" + (notAsDefault ? " (not as default)" : " (default on next boot)"))
+        if let gone = result.discardedStaged { print("Discarded the staged deployment \(gone.stateroot) \(gone.name)") }
+        if result.staged {
+            print("Staged \(d.stateroot) \(d.name): it becomes the default when the system shuts down (/etc is merged again then)")
+        } else {
+            print("Deployed \(d.stateroot) \(d.name)" + (notAsDefault ? " (not as default)" : " (default on next boot)")
+                  + (d.bootCounter.map { "; on probation: \($0.left) boot tries until it is blessed" } ?? ""))
+        }
         print("  composefs digest: \(hexString(result.composefsDigest))")
         if let etc = result.etc {
             print("  /etc: \(etc.modified.count) modified, \(etc.added.count) added, \(etc.removed.count) removed carried over")
@@ -209,17 +235,63 @@ struct StatusCommand: ParsableCommand {
                 "kernelArguments": d.kernelArguments,
                 "bootChecksum": d.bootChecksum,
                 "bootEntry": d.entryFile ?? NSNull(),
+                "bootCounter": d.bootCounter.map { ["triesLeft": $0.left, "triesDone": $0.done] as [String: Any] } ?? NSNull(),
+                "probation": d.bootCounter.map { $0.left > 0 } ?? false,
+                "failedBoot": d.bootCounter.map { $0.left == 0 } ?? false,
                 "path": s.at(d.relativePath),
             ])
         }
+        let staged = try s.stagedDeployment()
+        let finalizeFailure = try s.finalizeFailure()
+        // A fallback is news while the deployment it booted is running.
+        let booted = state.bootedIndex.map { state.deployments[$0] }
+        let fallback = try s.fallbackRecord().flatMap { f in booted.map { $0.stateroot == f.bootedStateroot && $0.name == f.bootedName } == true ? f : nil }
+        let stagedJSON: Any = staged.map { st -> [String: Any] in
+            ["stateroot": st.deployment.stateroot, "checksum": st.deployment.checksum, "serial": st.deployment.serial,
+             "version": (try? repo.commit(st.deployment.checksum))?.version ?? NSNull(), "locked": st.locked, "stale": st.stale,
+             "time": st.time, "path": s.at(st.deployment.relativePath)]
+        } ?? NSNull()
+        let failureJSON: Any = finalizeFailure.map { f -> [String: Any] in
+            ["stateroot": f.stateroot, "deployment": f.deploymentName, "error": f.error, "time": f.time, "earlierBoot": f.earlierBoot]
+        } ?? NSNull()
+        let fallbackJSON: Any = fallback.map { f -> [String: Any] in
+            ["failed": ["stateroot": f.failedStateroot, "deployment": f.failedName, "version": f.failedVersion ?? NSNull()] as [String: Any],
+             "boots": f.boots,
+             "booted": ["stateroot": f.bootedStateroot, "deployment": f.bootedName],
+             "time": f.time, "demoted": f.demoted,
+             "reachedHealthChecks": f.health != nil,
+             "checks": (f.health?.checks ?? []).map { ["name": $0.name, "passed": $0.passed, "result": $0.result, "output": $0.output] as [String: Any] }]
+        } ?? NSNull()
         if json {
             try Terminal.printJSON(["apiVersion": "cairn/v1", "sysroot": s.path,
                                     "bootVersion": state.bootVersion.map { $0 as Any } ?? NSNull(),
                                     "bootLoader": state.bootLoader.rawValue, "esp": state.esp ?? NSNull(),
-                                    "loaderEntrySelected": selected ?? NSNull(), "deployments": rows])
+                                    "loaderEntrySelected": selected ?? NSNull(), "deployments": rows,
+                                    "staged": stagedJSON, "finalizeFailure": failureJSON, "fallback": fallbackJSON])
             return
         }
         if let esp = state.esp { print("Boot loader: systemd-boot, entries in \(esp)/loader/entries" + (selected.map { "; booted entry \($0)" } ?? "")) }
+        if let f = fallback {
+            print("Automatic rollback: \(f.failedStateroot) \(f.failedName)" + (f.failedVersion.map { " (version \($0))" } ?? "")
+                  + " failed \(f.boots) boot(s), so systemd-boot booted \(f.bootedStateroot) \(f.bootedName) instead, on \(Self.date(f.time))"
+                  + (f.demoted ? "; it is the default now" : "; the failed deployment stays the default ([cairn] keep-failed-default)"))
+            if let h = f.health {
+                for c in h.checks where !c.passed {
+                    print("    check \(c.name) failed (\(c.result))")
+                    for line in c.output.split(separator: "\n").prefix(20) { print("      \(line)") }
+                }
+            } else {
+                print("    no boot of it reached the health checks (its initramfs or early boot failed)")
+            }
+        }
+        if let f = finalizeFailure {
+            print("Finalization failed: the staged deployment \(f.stateroot) \(f.deploymentName) was not made the default (\(Self.date(f.time))); the previous default stayed: \(f.error)")
+        }
+        if let st = staged {
+            let when = st.stale ? "staged in an earlier boot that ended without finalizing it; the next deploy or cleanup removes it"
+                : st.locked ? "locked: run 'cairn finalize' to make it the default" : "becomes the default when the system shuts down"
+            print("Staged: \(st.deployment.stateroot) \(st.deployment.name) (\(when))")
+        }
         if rows.isEmpty {
             print("No deployments.")
             return
@@ -230,6 +302,9 @@ struct StatusCommand: ParsableCommand {
             if r["default"] as? Bool == true { marks.append("default") }
             if r["rollback"] as? Bool == true { marks.append("rollback") }
             if r["pinned"] as? Bool == true { marks.append("pinned") }
+            if let c = r["bootCounter"] as? [String: Any], let left = c["triesLeft"] as? Int {
+                marks.append(left > 0 ? "on probation: \(left) tries left" : "failed: no tries left")
+            }
             let star = r["booted"] as? Bool == true ? "*" : " "
             print("\(star) \(r["index"]!): \(r["stateroot"]!) \(r["checksum"]!).\(r["serial"]!)" + (marks.isEmpty ? "" : " (\(marks.joined(separator: ", ")))"))
             if let v = r["version"] as? String { print("    Version: \(v)") }
@@ -241,6 +316,14 @@ struct StatusCommand: ParsableCommand {
             if let v = r["verification"] as? String { print("    Trust: \(r["verifiedBy"] as? String ?? v)") }
             print("    Kernel arguments: \((r["kernelArguments"] as! [String]).joined(separator: " "))")
         }
+    }
+}
+
+extension StatusCommand {
+    static func date(_ time: Int) -> String {
+        let f = DateFormatter()
+        f.dateFormat = "yyyy-MM-dd HH:mm:ss zzz"
+        return f.string(from: Date(timeIntervalSince1970: TimeInterval(time)))
     }
 }
 

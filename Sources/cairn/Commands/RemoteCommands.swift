@@ -238,9 +238,12 @@ struct UpgradeCommand: ParsableCommand {
     @Flag(name: .customLong("allow-downgrade"), help: "Accept a commit older than the deployed one.") var allowDowngrade = false
     @Option(name: .customLong("keys"), help: ArgumentHelp("Also trust these keys for the deploy; repeatable.", valueName: "pubfile"))
     var keyFiles: [String] = []
+    @OptionGroup var staging: StageOptions
 
     func run() throws {
         var o = UpgradeOptions()
+        o.stage = staging.staged
+        o.lockFinalization = staging.lockFinalization
         o.check = check
         o.pullOnly = pullOnly
         o.allowDowngrade = allowDowngrade
@@ -280,10 +283,13 @@ struct SwitchCommand: ParsableCommand {
     @Flag(name: .customLong("allow-downgrade"), help: "Accept a commit older than the deployed one.") var allowDowngrade = false
     @Option(name: .customLong("keys"), help: ArgumentHelp("Also trust these keys for the deploy; repeatable.", valueName: "pubfile"))
     var keyFiles: [String] = []
+    @OptionGroup var staging: StageOptions
     @Argument(help: ArgumentHelp("REMOTE:REF (or a local REF).", valueName: "refspec")) var refspec: String
 
     func run() throws {
         var o = UpgradeOptions()
+        o.stage = staging.staged
+        o.lockFinalization = staging.lockFinalization
         o.allowDowngrade = allowDowngrade
         o.pull = flags.options()
         o.extraTrust = try loadTrust(keyFiles, revoked: nil)

@@ -1,0 +1,374 @@
+import CairnRepo
+import CairnSystem
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// systemd-boot's Automatic Boot Assessment counter, the `+LEFT[-DONE]`
+/// before `.conf` in an entry's file name (Boot Loader Specification).
+/// systemd-boot renames the file on each boot (`+3` → `+2-1`), sorts an
+/// entry with no tries left after all others, and systemd-bless-boot drops
+/// the counter once `boot-complete.target` is reached. An entry without a
+/// counter is blessed: known to boot.
+public struct BootCounter: Equatable, Sendable {
+    public var left: Int
+    public var done: Int
+
+    public init(left: Int, done: Int) {
+        self.left = left
+        self.done = done
+    }
+
+    /// systemd-boot writes `+L-D` after a try; cairn writes `+L` for a new entry.
+    var suffix: String { done == 0 ? "+\(left)" : "+\(left)-\(done)" }
+
+    /// "NAME+L[-D].conf" → ("NAME", counter); "NAME.conf" → ("NAME", nil).
+    /// Digits only, as systemd-boot parses them; anything else is part of
+    /// the name.
+    static func split(entryFileName name: String) -> (base: String, counter: BootCounter?) {
+        let stem = name.hasSuffix(".conf") ? String(name.dropLast(5)) : name
+        guard let plus = stem.lastIndex(of: "+") else { return (stem, nil) }
+        let tail = stem[stem.index(after: plus)...]
+        let parts = tail.split(separator: "-", maxSplits: 1, omittingEmptySubsequences: false)
+        func number(_ s: Substring) -> Int? { !s.isEmpty && s.count <= 9 && s.allSatisfy({ $0.isASCII && $0.isNumber }) ? Int(s) : nil }
+        guard let left = number(parts[0]) else { return (stem, nil) }
+        var done = 0
+        if parts.count == 2 {
+            guard let d = number(parts[1]) else { return (stem, nil) }
+            done = d
+        }
+        return (String(stem[..<plus]), BootCounter(left: left, done: done))
+    }
+}
+
+/// Where cairn keeps what must outlive a boot, outside every deployment:
+/// `<sysroot>/ostree/cairn/`. libostree ignores it.
+enum StateRecords {
+    static let directory = "ostree/cairn"
+    static let staged = "ostree/cairn/staged"
+    static let finalizeFailure = "ostree/cairn/finalize-failure"
+    static let fallback = "ostree/cairn/fallback"
+    static let health = "ostree/cairn/health"
+}
+
+/// Stable journal MESSAGE_IDs (`journalctl MESSAGE_ID=...`), as systemd's
+/// catalog uses them: one per kind of event, never reused.
+public enum JournalMessageID {
+    /// The firmware booted another deployment: the default used up its tries.
+    public static let bootFallback = "6c3f1b2e9a4d4f0b8e21c7d5a9f04b13"
+    /// A staged deployment could not be finalized at shutdown.
+    public static let finalizeFailed = "0e7b9d64c2a1485f9f3c5b8e1d2a7c46"
+    /// A health check failed on a deployment on probation.
+    public static let healthCheckFailed = "b41d8e0f5c6a4e2d93f7a1c0e8b5d269"
+}
+
+/// The ID of this boot (the kernel's random boot_id), which tells a record
+/// made in this boot from one that a reboot or a power cut left behind.
+/// `CAIRN_TEST_BOOT_ID` stands in for it in tests.
+func currentBootID() -> String {
+    if let fake = getenv("CAIRN_TEST_BOOT_ID") { return String(cString: fake) }
+    return ((try? readText("/proc/sys/kernel/random/boot_id")) ?? "").trimmingWhitespace()
+}
+
+func unixTime() -> Int { Int(time(nil)) }
+
+/// One check's outcome, as recorded and shown.
+public struct HealthCheckOutcome: Sendable {
+    public var name: String
+    public var passed: Bool
+    /// "exit status 1", "timed out", ...
+    public var result: String
+    public var output: String
+}
+
+/// The last health result of one deployment (`ostree/cairn/health/…`).
+public struct HealthRecord: Sendable {
+    public var bootID: String
+    public var time: Int
+    public var passed: Bool
+    /// How many boots of this deployment failed their checks.
+    public var failedBoots: Int
+    public var checks: [HealthCheckOutcome]
+}
+
+/// What `cairn status` says after systemd-boot fell back from a
+/// deployment that used up its tries.
+public struct FallbackRecord: Sendable {
+    public var failedStateroot: String
+    public var failedName: String
+    public var failedVersion: String?
+    /// The tries systemd-boot made (the entry's `-DONE`).
+    public var boots: Int
+    public var bootedStateroot: String
+    public var bootedName: String
+    public var time: Int
+    public var bootID: String
+    /// Whether cairn made the booted deployment the default.
+    public var demoted: Bool
+    /// The failed deployment's last health result; nil when no boot of it
+    /// reached the checks (its initramfs refused it, or it never came up).
+    public var health: HealthRecord?
+}
+
+/// What `cairn health-check` found and did.
+public struct HealthReport: Sendable {
+    public var booted: Deployment?
+    /// The booted entry's counter: non-nil while it is on probation.
+    public var probation: BootCounter?
+    public var fallback: FallbackRecord?
+    public var checks: [HealthCheckOutcome] = []
+    public var failed: Bool { checks.contains { !$0.passed } }
+}
+
+public struct HealthCheckOptions: Sendable {
+    /// Searched in order; a later folder's check replaces an earlier one of
+    /// the same name, and a link to /dev/null disables it (as systemd's
+    /// drop-ins work).
+    public var directories = ["/usr/lib/cairn/health.d", "/etc/cairn/health.d"]
+    /// Seconds each check may take.
+    public var timeout: Double = 120
+    public init() {}
+}
+
+extension Sysroot {
+    static let bootTriesKey = "boot-tries"
+    static let keepFailedDefaultKey = "keep-failed-default"
+    public static let defaultBootTries = 3
+
+    /// `[cairn] boot-tries` (default 3; 0 turns boot counting off): the tries
+    /// a new default entry gets on systemd-boot.
+    public func bootTries() throws -> Int {
+        guard let value = try repository().configValue(group: BootLoader.configGroup, key: Self.bootTriesKey) else { return Self.defaultBootTries }
+        guard let n = Int(value.trimmingWhitespace()), n >= 0, n <= 1000 else {
+            throw DeployError("reading \(repositoryPath)/config", "[\(BootLoader.configGroup)] \(Self.bootTriesKey)=\(value) is not a number of tries from 0 (off) to 1000")
+        }
+        return n
+    }
+
+    /// The counter a new default entry starts with: none on ostree's /boot
+    /// layout (its loaders do not count) or with counting off.
+    func newEntryCounter() throws -> BootCounter? {
+        guard case .esp = try layout() else { return nil }
+        let tries = try bootTries()
+        return tries > 0 ? BootCounter(left: tries, done: 0) : nil
+    }
+
+    /// `[cairn] keep-failed-default=true` leaves a deployment that used up
+    /// its tries as the default (systemd-boot still boots the next one).
+    func keepsFailedDefault() -> Bool {
+        (try? repository().configValue(group: BootLoader.configGroup, key: Self.keepFailedDefaultKey))??.trimmingWhitespace() == "true"
+    }
+
+    // MARK: Records
+
+    func readRecord(_ relative: String) throws -> StateFile? {
+        let file = at(relative)
+        guard FileSystem.exists(Array(file.utf8)) else { return nil }
+        let bytes: [UInt8]
+        do {
+            let fd = try FileDescriptor.open(file, O_RDONLY | O_NOFOLLOW)
+            bytes = try fd.closeAfter { try fd.readAll(limit: 4 << 20) }
+        } catch let e as SystemError {
+            throw DeployError("reading \(file)", e.message)
+        }
+        return try StateFile(parsing: bytes, path: file)
+    }
+
+    func writeRecord(_ relative: String, _ record: StateFile) throws {
+        try makeDirectories(at(StateRecords.directory))
+        if relative.hasPrefix(StateRecords.health + "/") { try makeDirectories(at(StateRecords.health)) }
+        try writeFileAtomically(at(relative), record.serialized())
+    }
+
+    func removeRecord(_ relative: String) throws {
+        try removeTree(at(relative))
+    }
+
+    func healthRecordPath(_ d: Deployment) -> String { "\(StateRecords.health)/\(d.stateroot)-\(d.name)" }
+    func healthRecordPath(stateroot: String, name: String) -> String { "\(StateRecords.health)/\(stateroot)-\(name)" }
+
+    public func healthRecord(stateroot: String, name: String) throws -> HealthRecord? {
+        guard let f = try readRecord(healthRecordPath(stateroot: stateroot, name: name)) else { return nil }
+        var checks: [HealthCheckOutcome] = []
+        for g in f.groups where g.name.hasPrefix("check ") {
+            checks.append(HealthCheckOutcome(name: f[g.name, "name"] ?? "", passed: f[g.name, "passed"] == "true",
+                                             result: f[g.name, "result"] ?? "", output: f[g.name, "output"] ?? ""))
+        }
+        return HealthRecord(bootID: f["health", "boot-id"] ?? "", time: Int(f["health", "time"] ?? "") ?? 0,
+                            passed: f["health", "passed"] == "true", failedBoots: Int(f["health", "failed-boots"] ?? "") ?? 0,
+                            checks: checks)
+    }
+
+    func writeHealthRecord(_ d: Deployment, checks: [HealthCheckOutcome]) throws {
+        let previous = try? healthRecord(stateroot: d.stateroot, name: d.name)
+        let passed = checks.allSatisfy(\.passed)
+        var f = StateFile()
+        f["health", "boot-id"] = currentBootID()
+        f["health", "time"] = String(unixTime())
+        f["health", "passed"] = passed ? "true" : "false"
+        f["health", "failed-boots"] = String((previous?.failedBoots ?? 0) + (passed ? 0 : 1))
+        for (i, c) in checks.enumerated() {
+            let g = "check \(i)"
+            f[g, "name"] = c.name
+            f[g, "passed"] = c.passed ? "true" : "false"
+            f[g, "result"] = c.result
+            f[g, "output"] = c.output
+        }
+        try writeRecord(healthRecordPath(d), f)
+    }
+
+    /// The record of the last fallback, if it concerns the deployment that
+    /// booted (after a reboot into another one it is history, and `status`
+    /// no longer shows it).
+    public func fallbackRecord() throws -> FallbackRecord? {
+        guard let f = try readRecord(StateRecords.fallback) else { return nil }
+        let failedStateroot = f["fallback", "failed-stateroot"] ?? "", failedName = f["fallback", "failed-deployment"] ?? ""
+        return FallbackRecord(failedStateroot: failedStateroot, failedName: failedName, failedVersion: f["fallback", "failed-version"],
+                              boots: Int(f["fallback", "boots"] ?? "") ?? 0,
+                              bootedStateroot: f["fallback", "booted-stateroot"] ?? "", bootedName: f["fallback", "booted-deployment"] ?? "",
+                              time: Int(f["fallback", "time"] ?? "") ?? 0, bootID: f["fallback", "boot-id"] ?? "",
+                              demoted: f["fallback", "demoted"] == "true",
+                              health: try healthRecord(stateroot: failedStateroot, name: failedName))
+    }
+
+    // MARK: Falling back
+
+    /// A deployment ahead of the booted one whose entry has no tries left:
+    /// systemd-boot passed over it and booted this one instead.
+    func detectFallback(_ state: SysrootState) -> (failed: Deployment, booted: Deployment)? {
+        guard let b = state.bootedIndex else { return nil }
+        for d in state.deployments[..<b] {
+            if let c = d.bootCounter, c.left == 0 { return (d, state.deployments[b]) }
+        }
+        return nil
+    }
+
+    /// Records a fallback once per boot, tells the journal, and (unless
+    /// `keep-failed-default`) makes the booted deployment the default, so
+    /// that `status` and the boot entries say what the firmware does. The
+    /// failed deployment stays, after it, with its spent counter: `cairn
+    /// rollback` retries it with fresh tries.
+    func recordFallback(_ failed: Deployment, booted: Deployment, state: SysrootState) throws -> FallbackRecord {
+        let repo = try repository()
+        let version = (try? repo.commit(failed.checksum))?.version
+        let bootID = currentBootID()
+        if let existing = try fallbackRecord(), existing.bootID == bootID, existing.failedName == failed.name {
+            return existing
+        }
+        let demote = !keepsFailedDefault()
+        var f = StateFile()
+        f["fallback", "failed-stateroot"] = failed.stateroot
+        f["fallback", "failed-deployment"] = failed.name
+        if let version { f["fallback", "failed-version"] = version }
+        f["fallback", "boots"] = String(failed.bootCounter?.done ?? 0)
+        f["fallback", "booted-stateroot"] = booted.stateroot
+        f["fallback", "booted-deployment"] = booted.name
+        f["fallback", "time"] = String(unixTime())
+        f["fallback", "boot-id"] = bootID
+        f["fallback", "demoted"] = demote ? "true" : "false"
+        try writeRecord(StateRecords.fallback, f)
+        if demote {
+            var list = state.deployments
+            if let b = list.firstIndex(where: { $0.stateroot == booted.stateroot && $0.name == booted.name }) {
+                let d = list.remove(at: b)
+                list.insert(d, at: 0)
+                try writeBootSet(list)
+            }
+        }
+        let record = try fallbackRecord()!
+        var message = "deployment \(failed.stateroot) \(failed.name)" + (version.map { " (version \($0))" } ?? "")
+            + " failed \(record.boots) boot(s); systemd-boot booted \(booted.stateroot) \(booted.name) instead"
+        if let h = record.health, !h.passed {
+            message += "; failed checks: " + h.checks.filter { !$0.passed }.map { "\($0.name) (\($0.result))" }.joined(separator: ", ")
+        } else {
+            message += "; no boot of it reached the health checks"
+        }
+        sendToJournal([("MESSAGE", "cairn: " + message), ("MESSAGE_ID", JournalMessageID.bootFallback), ("PRIORITY", "3"),
+                       ("SYSLOG_IDENTIFIER", "cairn"), ("CAIRN_FAILED_DEPLOYMENT", failed.name), ("CAIRN_BOOTED_DEPLOYMENT", booted.name),
+                       ("CAIRN_BOOTS", String(record.boots))])
+        notice(message)
+        return record
+    }
+
+    // MARK: Health checks
+
+    /// The checks to run: executables in `directories`, by name, a later
+    /// folder's replacing an earlier's; only regular files owned by root and
+    /// writable by no one else, so that a user who can write a file in
+    /// `/etc` cannot make the machine run it as root (refused, and failing
+    /// the check: the machine's owner must know).
+    func healthChecks(_ directories: [String]) -> [(name: String, path: String, refusal: String?)] {
+        var chosen: [String: (path: String, refusal: String?)] = [:]
+        for dir in directories {
+            for raw in (try? FileSystem.directoryEntries(Array(dir.utf8))) ?? [] {
+                guard let name = String(validating: raw, as: UTF8.self), !name.hasPrefix(".") else { continue }
+                let path = dir + "/" + name
+                if let target = try? FileSystem.readLink(Array(path.utf8)), target == Array("/dev/null".utf8) {
+                    chosen[name] = nil
+                    continue
+                }
+                guard let st = try? FileSystem.stat(Array(path.utf8)) else { continue }
+                if st.st_mode & S_IFMT == S_IFDIR { continue }
+                var refusal: String?
+                if st.st_mode & S_IFMT != S_IFREG { refusal = "not a regular file" }
+                else if st.st_uid != 0 { refusal = "owned by uid \(st.st_uid), not root; not run" }
+                else if st.st_mode & 0o022 != 0 { refusal = "writable by group or others; not run" }
+                else if st.st_mode & 0o100 == 0 { refusal = "not executable" }
+                chosen[name] = (path, refusal)
+            }
+        }
+        return chosen.keys.sorted().map { ($0, chosen[$0]!.path, chosen[$0]!.refusal) }
+    }
+
+    /// `cairn health-check`, run by cairn-health-check.service on every boot
+    /// before boot-complete.target: records a fallback if systemd-boot made
+    /// one, then runs the health checks. A failure counts only while the
+    /// booted entry is on probation (its counter): the caller then fails,
+    /// so boot-complete.target is not reached, systemd-bless-boot does not
+    /// bless the entry, and the unit's FailureAction reboots into the next
+    /// try. On a blessed deployment a failure is reported, nothing more: no
+    /// reboot loop on a machine that booted fine before.
+    public func healthCheck(_ o: HealthCheckOptions) throws -> HealthReport {
+        var report = HealthReport()
+        let state = try loadState()
+        if let (failed, booted) = detectFallback(state) {
+            report.fallback = try withLock(command: "health-check", timeout: Self.lockTimeout) {
+                // Again under the lock: another command may have changed the set.
+                let now = try loadState()
+                guard let (f, b) = detectFallback(now), f.name == failed.name, b.name == booted.name else { return nil }
+                return try recordFallback(f, booted: b, state: now)
+            }
+        }
+        let after = try loadState()
+        guard let b = after.bootedIndex else { return report }
+        let booted = after.deployments[b]
+        report.booted = booted
+        report.probation = booted.bootCounter
+        for check in healthChecks(o.directories) {
+            if let refusal = check.refusal {
+                report.checks.append(HealthCheckOutcome(name: check.name, passed: false, result: refusal, output: ""))
+                continue
+            }
+            let outcome: HealthCheckOutcome
+            do {
+                let r = try runProgram(check.path, timeout: o.timeout)
+                var text = String(decoding: r.output, as: UTF8.self)
+                if r.truncated { text += "\n[output truncated]" }
+                outcome = HealthCheckOutcome(name: check.name, passed: r.succeeded, result: r.summary, output: text)
+            } catch let e as SystemError {
+                outcome = HealthCheckOutcome(name: check.name, passed: false, result: "could not run: \(e.message)", output: "")
+            }
+            report.checks.append(outcome)
+        }
+        try ensureWritable()
+        try writeHealthRecord(booted, checks: report.checks)
+        if report.failed {
+            let failed = report.checks.filter { !$0.passed }.map { "\($0.name) (\($0.result))" }.joined(separator: ", ")
+            let tries = booted.bootCounter.map { c in c.left > 0 ? "; \(c.left) tries left before systemd-boot falls back" : "; no tries left: the next boot falls back" }
+            let message = "health checks of \(booted.stateroot) \(booted.name) failed: \(failed)" + (tries ?? " (the deployment is blessed: nothing else happens)")
+            sendToJournal([("MESSAGE", "cairn: " + message), ("MESSAGE_ID", JournalMessageID.healthCheckFailed), ("PRIORITY", "3"),
+                           ("SYSLOG_IDENTIFIER", "cairn"), ("CAIRN_DEPLOYMENT", booted.name)])
+        }
+        return report
+    }
+}
