@@ -153,6 +153,35 @@ extension Sysroot {
         return tries > 0 ? BootCounter(left: tries, done: 0) : nil
     }
 
+    /// The settings `cairn sysroot config` changes, with their defaults and
+    /// what a value must look like.
+    static let settings: [(key: String, defaultValue: String, valid: @Sendable (String) -> Bool, expected: String)] = [
+        (bootTriesKey, String(defaultBootTries), { Int($0).map { (0...1000).contains($0) } ?? false }, "a number of tries from 0 (off) to 1000"),
+        (keepFailedDefaultKey, "false", { $0 == "true" || $0 == "false" }, "true or false"),
+        (stageKey, "false", { $0 == "true" || $0 == "false" }, "true or false"),
+    ]
+
+    static func settingSpec(_ key: String) throws -> (key: String, defaultValue: String, valid: @Sendable (String) -> Bool, expected: String) {
+        guard let spec = settings.first(where: { $0.key == key }) else {
+            throw DeployError("setting \(key)", "not a sysroot setting (\(settings.map(\.key).joined(separator: ", ")))")
+        }
+        return spec
+    }
+
+    /// A setting's value, its default when unset.
+    public func setting(_ key: String) throws -> String {
+        let spec = try Self.settingSpec(key)
+        return try repository().configValue(group: BootLoader.configGroup, key: key) ?? spec.defaultValue
+    }
+
+    /// Sets (nil: removes) a setting, refusing a value it cannot take.
+    public func setSetting(_ key: String, _ value: String?) throws {
+        let spec = try Self.settingSpec(key)
+        if let value, !spec.valid(value) { throw DeployError("setting \(key)=\(value)", "expected \(spec.expected)") }
+        try ensureWritable()
+        try repository().setConfigValue(group: BootLoader.configGroup, key: key, value)
+    }
+
     /// `[cairn] keep-failed-default=true` leaves a deployment that used up
     /// its tries as the default (systemd-boot still boots the next one).
     func keepsFailedDefault() -> Bool {

@@ -86,7 +86,9 @@ func runProgram(_ path: String, arguments: [String] = [], timeout: Double, outpu
 /// fields such as a stable MESSAGE_ID that `journalctl MESSAGE_ID=...`
 /// finds. Returns false where no journal listens; callers print as well.
 @discardableResult
-func sendToJournal(_ fields: [(String, String)], socketPath: String = "/run/systemd/journal/socket") -> Bool {
+func sendToJournal(_ fields: [(String, String)]) -> Bool {
+    // Tests listen on a socket of their own rather than write to the host's journal.
+    let socketPath = getenv("CAIRN_TEST_JOURNAL_SOCKET").map { String(cString: $0) } ?? "/run/systemd/journal/socket"
     var datagram: [UInt8] = []
     for (key, value) in fields {
         let bytes = Array(value.utf8)

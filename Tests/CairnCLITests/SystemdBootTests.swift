@@ -25,6 +25,8 @@ final class SystemdBootTests: SysrootTestCase {
     func testEntriesAndKernelsOnTheESP() throws {
         try cairn(["sysroot", "init", sys, "--stateroot", "os"])
         XCTAssertTrue(try String(contentsOfFile: repo + "/config", encoding: .utf8).contains("[cairn]\nbootloader=systemd-boot\n"))
+        // The layout without boot counting (BootAssessmentTests has it).
+        try cairn(["sysroot", "config", "--sysroot", sys, "boot-tries", "0"])
         // libostree still opens the repository (it checks [sysroot] bootloader, which cairn leaves alone).
         try TestSupport.require(tool: "ostree")
         try TestSupport.sh("ostree refs --repo='\(repo)'")

@@ -40,7 +40,34 @@ struct StageOptions: ParsableArguments {
 
 struct SysrootCommand: ParsableCommand {
     static let configuration = CommandConfiguration(commandName: "sysroot", abstract: "Prepare a physical root for deployments.",
-                                                    subcommands: [SysrootInit.self])
+                                                    subcommands: [SysrootInit.self, SysrootConfig.self])
+}
+
+struct SysrootConfig: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "config",
+        abstract: "Show or change a sysroot setting ([cairn] in its repository's config).",
+        discussion: """
+        Settings: boot-tries (tries a new default entry gets from systemd-boot before it falls \
+        back; 0 turns boot counting off; default 3), keep-failed-default (true: a deployment \
+        that used up its tries stays the default; default false), stage (true: deploys on the \
+        running system are staged; default false). Without VALUE, prints the value; with \
+        --unset, restores the default.
+        """
+    )
+    @OptionGroup var sysroot: SysrootOptions
+    @Flag(help: "Remove the setting: its default applies.") var unset = false
+    @Argument(help: ArgumentHelp("boot-tries, keep-failed-default or stage.", valueName: "key")) var key: String
+    @Argument(help: ArgumentHelp("The new value.", valueName: "value")) var value: String?
+
+    func run() throws {
+        let s = sysroot.value
+        if unset || value != nil {
+            try s.setSetting(key, unset ? nil : value)
+        } else {
+            print(try s.setting(key))
+        }
+    }
 }
 
 struct SysrootInit: ParsableCommand {
