@@ -380,7 +380,7 @@ machine_boot() {
     local disk=$1 script=$2 console=$3 limit=${4:-600} start net stamp pidfile
     pidfile=$(mktemp --suffix=.pid "$machine_work/qemu.XXXXXX")
     stamp=$console.multi-user
-    rm -f "$stamp"
+    rm -f "$stamp" "$console.cut"
     : > "$console"
     net=user,model=virtio-net-pci,restrict=on
     # One socat per guest connection (cmd:), not a tcp: chardev: that is one
@@ -403,8 +403,9 @@ machine_boot() {
         printf '%s\n' "$line" >> "$console"
         [[ -n "${CAIRN_VM_WATCH:-}" ]] && printf '%s\n' "$line" >&2
         if [[ $line == CAIRN-MULTI-USER* && ! -e $stamp ]]; then date +%s.%N > "$stamp"; fi
-        # A power cut: QEMU killed machine_cut_delay seconds after the guest printed machine_cut_marker.
-        if [[ -n "${machine_cut_marker:-}" && $line == "$machine_cut_marker" ]]; then
+        # A power cut: QEMU killed machine_cut_delay seconds after the guest printed a line holding machine_cut_marker.
+        if [[ -n "${machine_cut_marker:-}" && $line == *"$machine_cut_marker"* && ! -e $console.cut ]]; then
+            : > "$console.cut"
             (sleep "$machine_cut_delay"; kill -KILL "$(cat "$pidfile")" 2>/dev/null; echo "machine: power cut after $machine_cut_delay s" >&2) &
             disown
         fi

@@ -245,23 +245,31 @@ verdict cleanup-in-vm "$(times)" \
 # Each boot first reports where the previous cut left the machine, then
 # deploys the other system (so a kernel is copied to the ESP too) and is
 # killed once that deploy has run for a random part of its measured time.
-cat > "$w/cut.sh" <<'EOF'
+# A power-cut boot's script: report, then after CUT-NOW run COMMAND on the
+# other system's ref (then AFTER, a shell line).
+cut_script() {
+    cat <<EOF
 facts
 status
-case "$(sed -n 's/^CAIRN_TEST_VERSION=//p' /usr/lib/os-release.cairn)" in itools) ref=debian/x ;; *) ref=debian/itools ;; esac
-fact target "$ref"
-cairn pull "origin:$ref" > /dev/null 2>&1
+case "\$(sed -n 's/^CAIRN_TEST_VERSION=//p' /usr/lib/os-release.cairn)" in itools) ref=debian/x ;; *) ref=debian/itools ;; esac
+fact target "\$ref"
+cairn pull "origin:\$ref" > /dev/null 2>&1
 echo CUT-NOW
-cairn deploy "origin:$ref" 2>&1 | sed 's/^/deploy: /'
-echo DEPLOY-DONE
-sleep 600
+$1 "origin:\$ref" 2>&1 | sed 's/^/run: /'
+echo RUN-DONE
+$2
 EOF
+}
+# A seeded random moment in [0, MAX) seconds.
+cut_delay() { python3 -c "import random, sys; print('%.2f' % random.Random(int(sys.argv[1])).uniform(0, float(sys.argv[2])))" "$1" "$2"; }
+# The deploy has run its course before the agent's poweroff.
+cut_script "cairn deploy" "sleep 600" > "$w/cut.sh"
 printf 'facts\nstatus\n' > "$w/report.sh"
 version_of() { case $1 in debian/itools) echo itools ;; *) echo 2 ;; esac; }
 old=2 new=2 prev_delay=0
 for run in $(seq 1 $((cuts + 1))); do
     if [[ $run -le $cuts ]]; then
-        delay=$(python3 -c "import random, sys; print('%.2f' % random.Random(int(sys.argv[1])).uniform(0, float(sys.argv[2])))" "$((seed + run))" "$deploy_seconds")
+        delay=$(cut_delay "$((seed + run))" "$deploy_seconds")
         machine_cut_marker="CAIRN-AGENT| CUT-NOW" machine_cut_delay=$delay boot "$disk" "$w/cut.sh"
     else
         boot "$disk" "$w/report.sh"
@@ -342,6 +350,194 @@ debugfs -w -f "$w/debugfs.cmds" "$copy?offset=$part_offset" >/dev/null 2>&1
 boot "$copy" "$w/report.sh" 600
 refused "tamper-untrusted-key" "signature"
 rm -f "$copy" "$copy.vars"
+
+# ---- Self-healing updates: boot counting, health checks, staging ----
+# Each update is published on debian/x (the origin `cairn upgrade` follows);
+# the tree's CAIRN_TEST_VERSION tells the versions apart on the machine.
+set_version() { echo "CAIRN_TEST_VERSION=$1" > "$w/tree/usr/lib/os-release.cairn"; }
+# What the agent saw of the boot's assessment (its CAIRN-ASSESSED line).
+assessed() { sed -n "s/^CAIRN-ASSESSED .*$2=\([^ ]*\).*/\1/p" "$1" | tail -n 1; }
+took() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.0f", b - a }'; }
+set_version 3
+v3=$(publish debian/x 3 "$w/tree")
+cat > "$w/h1.sh" <<'EOF'
+facts
+status
+cairn switch origin:debian/x 2>&1 | sed 's/^/switch: /'
+status
+EOF
+boot "$disk" "$w/h1.sh"
+h1=$console
+
+# ---- bless: v3 boots once, passes its checks, loses its counter; then v4 is staged ----
+set_version 4
+v4=$(publish debian/x 4 "$w/tree")
+cat > "$w/h2.sh" <<'EOF'
+facts
+status
+start=$(date +%s.%N)
+cairn upgrade --stage 2>&1 | sed 's/^/upgrade: /'
+fact stage-seconds "$(awk -v a="$start" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }')"
+status
+echo edited-after-staging > /etc/cairn-late-edit
+EOF
+boot "$disk" "$w/h2.sh"
+h2=$console
+verdict bless "$(times)" \
+    "deployed with" "$(state "$h1" counter 0 -1)" 3-0 \
+    booted "$(state "$h2" booted 0)/$(state "$h2" fact version)" "$v3.0/3" \
+    "systemd-boot counted it" "$(assessed "$h2" count-path | grep -c "$v3.0+2-1.conf")" 1 \
+    "health check" "$(assessed "$h2" health)" active \
+    "systemd-bless-boot" "$(assessed "$h2" bless)" active \
+    "its entry now" "$(state "$h2" counter 0 0)" blessed \
+    agree "$(state "$h2" agree 0)" yes
+
+# ---- stage-finalize: the /etc edit made after staging is in v4 ----
+set_version 5
+v5=$(publish debian/x 5 "$w/tree")
+cat > "$w/h3.sh" <<'EOF'
+facts
+fact late-edit "$(cat /etc/cairn-late-edit 2>&1)"
+status
+cairn upgrade --stage 2>&1 | sed 's/^/upgrade: /'
+# The test switch: this shutdown's finalization fails.
+mkdir -p /run/systemd/system/cairn-finalize-staged.service.d
+printf '[Service]\nEnvironment=CAIRN_TEST_FAIL_FINALIZE=1\n' > /run/systemd/system/cairn-finalize-staged.service.d/test-fail.conf
+systemctl daemon-reload
+status
+EOF
+boot "$disk" "$w/h3.sh"
+h3=$console
+stage_seconds=$(state "$h2" fact stage-seconds)
+verdict stage-finalize "$(times); staging took ${stage_seconds} s" \
+    "before reboot: staged" "$(state "$h2" get staged.checksum -1)" "$v4" \
+    "before reboot: default" "$(state "$h2" default -1)" "$v3.0" \
+    "finalized at shutdown" "$(grep -c 'cairn: finalizing the staged deployment' "$h2")" 1 \
+    booted "$(state "$h3" booted 0)/$(state "$h3" fact version)" "$v4.0/4" \
+    "/etc edit made after staging" "$(state "$h3" fact late-edit)" edited-after-staging \
+    "nothing staged now" "$(state "$h3" get staged 0)" null \
+    agree "$(state "$h3" agree 0)" yes
+
+# ---- finalize-failure: v5's finalization fails; v4 boots and says why ----
+set_version 6
+mkdir -p "$w/tree/usr/lib/cairn/health.d"
+printf '#!/bin/sh\necho "simulated failure: the service this update broke did not come up"\nexit 1\n' > "$w/tree/usr/lib/cairn/health.d/50-vm-test-broken"
+chmod 755 "$w/tree/usr/lib/cairn/health.d/50-vm-test-broken"
+v6=$(publish debian/x 6 "$w/tree")
+rm "$w/tree/usr/lib/cairn/health.d/50-vm-test-broken"
+cat > "$w/h4.sh" <<'EOF'
+facts
+status
+cairn upgrade 2>&1 | sed 's/^/upgrade: /'
+status
+EOF
+boot "$disk" "$w/h4.sh"
+h4=$console
+verdict finalize-failure "$(times)" \
+    "before reboot: staged" "$(state "$h3" get staged.checksum -1)" "$v5" \
+    "finalization failed at shutdown" "$(grep -c 'failed on purpose' "$h3")" 1 \
+    booted "$(state "$h4" booted 0)/$(state "$h4" fact version)" "$v4.0/4" \
+    default "$(state "$h4" default 0)" "$v4.0" \
+    "status reports" "$(state "$h4" get finalizeFailure.deployment 0)" "$v5.0" \
+    "with the error" "$(state "$h4" get finalizeFailure.error 0 | grep -c CAIRN_TEST_FAIL_FINALIZE)" 1 \
+    "from the boot before" "$(state "$h4" get finalizeFailure.earlierBoot 0)" true \
+    agree "$(state "$h4" agree 0)" yes
+
+# ---- health-rollback: v6 fails its health check three times; systemd-boot boots v4 ----
+# Each try reboots by itself (FailureAction=reboot; -no-reboot makes that QEMU's exit).
+cat > "$w/h8.sh" <<'EOF'
+facts
+status
+fact journal-fallback "$(journalctl -b -o cat MESSAGE_ID=6c3f1b2e9a4d4f0b8e21c7d5a9f04b13 | grep -c 'failed 3 boot')"
+cairn status 2>&1 | sed 's/^/human: /'
+cairn upgrade 2>&1 | sed 's/^/upgrade: /'
+# The update's image, broken on disk as a hostile disk would: replaced by an altered copy.
+d=/sysroot/ostree/deploy/debian/deploy/$(cairn status --json | sed -n 's/.*"checksum" : "\([0-9a-f]*\)".*/\1/p' | head -n 1).0
+unshare -m sh -c "mount -o remount,bind,rw /sysroot && cp '$d/.ostree.cfs' '$d/.cfs.tmp' && printf x | dd of='$d/.cfs.tmp' bs=1 seek=3000 conv=notrunc status=none && mv '$d/.cfs.tmp' '$d/.ostree.cfs' && sync"
+fact broken "$d"
+status
+EOF
+set_version 7
+v7=$(publish debian/x 7 "$w/tree")
+tries=() start_fallback=$(date +%s.%N)
+for t in 1 2 3; do
+    boot "$disk" "$w/report.sh" 600
+    tries+=("$console")
+done
+boot "$disk" "$w/h8.sh"
+h8=$console
+fallback_health=$(took "$start_fallback" "$(cat "$h8.multi-user" 2>/dev/null || date +%s.%N)")
+verdict health-rollback "three tries and the fallback boot: ${fallback_health} s to multi-user in v4" \
+    "tries: the check failed" "$(for c in "${tries[@]}"; do grep -c 'FAILED 50-vm-test-broken (exit status 1)' "$c"; done | paste -sd,)" 1,1,1 \
+    "tries: left after each" "$(for c in "${tries[@]}"; do grep -o 'on probation, [0-9]* tries left' "$c" | head -n 1 | tr -dc 0-9; echo; done | paste -sd,)" 2,1,0 \
+    booted "$(state "$h8" booted 0)/$(state "$h8" fact version)" "$v4.0/4" \
+    default "$(state "$h8" default 0)" "$v4.0" \
+    "fallback: failed" "$(state "$h8" get fallback.failed.deployment 0)" "$v6.0" \
+    "fallback: boots" "$(state "$h8" get fallback.boots 0)" 3 \
+    "fallback: the check's output" "$(state "$h8" get fallback.checks 0 | grep -c 'simulated failure: the service this update broke')" 1 \
+    "failed entry kept, spent" "$(state "$h8" counter 1 0)" 0-3 \
+    "journal entry" "$(state "$h8" fact journal-fallback)" 1 \
+    agree "$(state "$h8" agree 0)" yes
+
+# ---- broken-kernel-rollback: v7's initramfs refuses its image three times ----
+tries=() start_fallback=$(date +%s.%N)
+for t in 1 2 3; do
+    boot "$disk" "$w/report.sh" 600
+    tries+=("$console")
+done
+cat > "$w/h12.sh" <<'EOF'
+facts
+status
+cairn status 2>&1 | sed 's/^/human: /'
+EOF
+boot "$disk" "$w/h12.sh"
+h12=$console
+fallback_refused=$(took "$start_fallback" "$(cat "$h12.multi-user" 2>/dev/null || date +%s.%N)")
+verdict broken-kernel-rollback "three refused boots and the fallback: ${fallback_refused} s to multi-user in v4" \
+    "tries refused" "$(for c in "${tries[@]}"; do grep -c 'cairn-prepare-root: refusing to boot' "$c"; done | paste -sd,)" 1,1,1 \
+    "tries reached multi-user" "$(for c in "${tries[@]}"; do grep -c '^CAIRN-MULTI-USER' "$c"; done | paste -sd,)" 0,0,0 \
+    booted "$(state "$h12" booted 0)/$(state "$h12" fact version)" "$v4.0/4" \
+    "fallback: failed" "$(state "$h12" get fallback.failed.deployment 0)" "$v7.0" \
+    "fallback: boots" "$(state "$h12" get fallback.boots 0)" 3 \
+    "fallback: no health check ran" "$(state "$h12" get fallback.reachedHealthChecks 0)" false \
+    "status says" "$(machine_agent_output "$h12" | grep -c '^human: Automatic rollback: debian '"$v7"'.0 (version 7) failed 3 boot(s)')" 1 \
+    agree "$(state "$h12" agree 0)" yes
+
+# ---- power-cut-staged: QEMU killed while staging, or while finalizing at shutdown ----
+# Odd runs cut a random moment of `switch --stage`; even runs a random moment
+# after the shutdown's finalization began. Windows: the measured in-VM deploy.
+stage_cuts=${CAIRN_VM_STAGE_CUTS:-$([[ $full == --full ]] && echo 10 || echo 3)}
+# No sleep: the shutdown that follows finalizes.
+cut_script "cairn switch --stage" "" > "$w/stagecut.sh"
+version_of_ref() { case $1 in debian/itools) echo itools ;; *) echo 7 ;; esac; }
+old=4 new=4 how=""
+for run in $(seq 1 $((stage_cuts + 1))); do
+    if [[ $run -le $stage_cuts ]]; then
+        delay=$(cut_delay "$((seed + 100 + run))" "$deploy_seconds")
+        if (( run % 2 )); then
+            marker="CAIRN-AGENT| CUT-NOW" this="staging"
+        else
+            marker="cairn: finalizing the staged deployment" this="finalizing at shutdown"
+        fi
+        machine_cut_marker=$marker machine_cut_delay=$delay boot "$disk" "$w/stagecut.sh"
+    else
+        boot "$disk" "$w/report.sh"
+    fi
+    if [[ $run -gt 1 ]]; then
+        b=$(state "$console" booted 0)
+        staged=$(state "$console" get staged.stale 0)
+        verdict "power-cut-staged $((run - 1))" "seed $((seed + 100 + run - 1)): killed ${prev_delay} s into $how; next $(times)" \
+            multi-user "$(state "$console" fact multi-user)" active \
+            "booted the old ($old) or the new ($new)" "$(state "$console" fact version | sed -E "s/^($old|$new)$/old-or-new/")" old-or-new \
+            "staged: none, or stale (never finalized)" "$(echo "$staged" | sed -E 's/^(none|true)$/none-or-stale/')" none-or-stale \
+            agree "$(state "$console" agree)" yes
+    fi
+    old=$(state "$console" fact version)
+    new=$(version_of_ref "$(state "$console" fact target)")
+    prev_delay=$delay how=$this
+    [[ $run -gt $stage_cuts ]] || grep -q 'CUT-NOW' "$console" || echo "  (boot $boot_n did not reach its staging)"
+done
+echo "# fallback under TCG: after a failing health check ${fallback_health} s, after a refused initramfs ${fallback_refused} s (three tries, then multi-user in the previous deployment)"
 
 echo "$passed passed, $failed failed"
 [[ $failed -eq 0 ]]

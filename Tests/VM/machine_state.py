@@ -19,10 +19,22 @@ usage: machine_state.py CONSOLE QUERY [BLOCK]
                    deployments boot; else what differs
     fact NAME      the value of a `FACT NAME VALUE` line the script printed
     field I KEY    deployment I's KEY in the last status (e.g. field 0 path)
+    get PATH [BLOCK]  a value of a status by dotted path (fallback.boots,
+                   deployments.0.bootCounter.triesLeft): JSON null is "null",
+                   absent "none"
+    counter I [BLOCK] deployment I's boot counter: "LEFT-DONE" or "blessed"
+Entry names are compared without their boot counter (+LEFT[-DONE]): the
+counter changes on every try, and LoaderEntrySelected is set before that.
 """
 import json
 import os
+import re
 import sys
+
+
+def uncounted(entry):
+    """An entry file name without systemd-boot's boot counter and .conf."""
+    return re.sub(r"(\+\d+(-\d+)?)?(\.conf)?$", "", entry)
 
 
 def agent_lines(console):
@@ -69,6 +81,26 @@ def main():
         i = int(sys.argv[3])
         print(ds[i].get(sys.argv[4], "none") if 0 <= i < len(ds) else "none")
         return
+    if query in ("get", "counter"):
+        index = int(sys.argv[4]) if len(sys.argv) > 4 else -1
+        if not blocks or not (-len(blocks) <= index < len(blocks)):
+            print("no-status-%d" % index)
+            return
+        value = blocks[index]
+        path = sys.argv[3] if query == "get" else "deployments.%s.bootCounter" % sys.argv[3]
+        for part in path.split("."):
+            if isinstance(value, list) and part.lstrip("-").isdigit() and -len(value) <= int(part) < len(value):
+                value = value[int(part)]
+            elif isinstance(value, dict) and part in value:
+                value = value[part]
+            else:
+                print("none")
+                return
+        if query == "counter":
+            print("blessed" if value is None else "%d-%d" % (value["triesLeft"], value["triesDone"]))
+        else:
+            print("null" if value is None else json.dumps(value) if isinstance(value, (dict, list)) else str(value).lower() if isinstance(value, bool) else value)
+        return
     index = int(sys.argv[3]) if len(sys.argv) > 3 else 0
     if not blocks or not (-len(blocks) <= index < len(blocks)):
         print("no-status-%d" % index)
@@ -105,7 +137,7 @@ def main():
             if sorted(entries) != listed:
                 problems.append("ESP entries %s, status %s" % (sorted(entries), listed))
             want = os.path.basename(booted["bootEntry"]) if booted else "none"
-            if selected != want or status.get("loaderEntrySelected") != selected:
+            if uncounted(selected) != uncounted(want) or status.get("loaderEntrySelected") != selected:
                 problems.append("systemd-boot booted %s (status says %s), the booted deployment's entry is %s"
                                 % (selected, status.get("loaderEntrySelected"), want))
         else:

@@ -268,7 +268,10 @@ struct StatusCommand: ParsableCommand {
                 "path": s.at(d.relativePath),
             ])
         }
-        let staged = try s.stagedDeployment()
+        // A record whose deployment is in the boot set is the leftover of a finalization cut short after its switch.
+        let staged = try s.stagedDeployment().flatMap { st in
+            state.deployments.contains { $0.stateroot == st.deployment.stateroot && $0.name == st.deployment.name } ? nil : st
+        }
         let finalizeFailure = try s.finalizeFailure()
         // A fallback is news while the deployment it booted is running.
         let booted = state.bootedIndex.map { state.deployments[$0] }
@@ -299,20 +302,20 @@ struct StatusCommand: ParsableCommand {
         }
         if let esp = state.esp { print("Boot loader: systemd-boot, entries in \(esp)/loader/entries" + (selected.map { "; booted entry \($0)" } ?? "")) }
         if let f = fallback {
-            print("Automatic rollback: \(f.failedStateroot) \(f.failedName)" + (f.failedVersion.map { " (version \($0))" } ?? "")
+            print(Self.shown(Substring("Automatic rollback: \(f.failedStateroot) \(f.failedName)" + (f.failedVersion.map { " (version \($0))" } ?? "")
                   + " failed \(f.boots) boot(s), so systemd-boot booted \(f.bootedStateroot) \(f.bootedName) instead, on \(Self.date(f.time))"
-                  + (f.demoted ? "; it is the default now" : "; the failed deployment stays the default ([cairn] keep-failed-default)"))
+                  + (f.demoted ? "; it is the default now" : "; the failed deployment stays the default ([cairn] keep-failed-default)"))))
             if let h = f.health {
                 for c in h.checks where !c.passed {
-                    print("    check \(c.name) failed (\(c.result))")
-                    for line in c.output.split(separator: "\n").prefix(20) { print("      \(line)") }
+                    print("    check \(Self.shown(Substring(c.name))) failed (\(Self.shown(Substring(c.result))))")
+                    for line in c.output.split(separator: "\n").prefix(20) { print("      \(Self.shown(line))") }
                 }
             } else {
                 print("    no boot of it reached the health checks (its initramfs or early boot failed)")
             }
         }
         if let f = finalizeFailure {
-            print("Finalization failed: the staged deployment \(f.stateroot) \(f.deploymentName) was not made the default (\(Self.date(f.time))); the previous default stayed: \(f.error)")
+            print(Self.shown(Substring("Finalization failed: the staged deployment \(f.stateroot) \(f.deploymentName) was not made the default (\(Self.date(f.time))); the previous default stayed: \(f.error)")))
         }
         if let st = staged {
             let when = st.stale ? "staged in an earlier boot that ended without finalizing it; the next deploy or cleanup removes it"
@@ -347,6 +350,15 @@ struct StatusCommand: ParsableCommand {
 }
 
 extension StatusCommand {
+    /// Text from a state record or a check's output, for a terminal: the
+    /// records sit on the disk outside the signed image, so control
+    /// characters (escape sequences among them) are shown as \u{..}, not sent.
+    static func shown(_ text: Substring) -> String {
+        String(text.unicodeScalars.map { u -> String in
+            u.value < 0x20 && u != "\t" || u.value == 0x7f || (0x80..<0xa0).contains(u.value) ? "\\u{\(String(u.value, radix: 16))}" : String(u)
+        }.joined())
+    }
+
     static func date(_ time: Int) -> String {
         let f = DateFormatter()
         f.dateFormat = "yyyy-MM-dd HH:mm:ss zzz"
