@@ -95,9 +95,15 @@ machine_kargs() {
 # The Debian packages of a tree: systemd as PID 1 with udev and networkd;
 # the libraries a release cairn links (ldd .build/release/cairn:
 # libostree-1-1 brings glib and gpgme, plus libarchive13, libssl3); curl and
-# iproute2 for the agent's scripts; the initramfs builder of the variant.
+# iproute2 for the agent's scripts; systemd-boot for Automatic Boot
+# Assessment (systemd-bless-boot, its generator and service: the boot
+# loader itself comes from the host, see machine_esp_loader; what else the
+# package installs is disabled in machine_tree); the initramfs builder of
+# the variant. Its postinst installs nothing under debootstrap: it runs
+# `bootctl install` only when `bootctl --print-esp-path` finds an ESP,
+# and the chroot has none mounted.
 machine_packages() {
-    local p=systemd,systemd-sysv,udev,kmod,dbus,libostree-1-1,libarchive13,libgpgme11,libssl3,curl,iproute2,zstd,xz-utils
+    local p=systemd,systemd-sysv,udev,kmod,dbus,systemd-boot,libostree-1-1,libarchive13,libgpgme11,libssl3,curl,iproute2,zstd,xz-utils
     case $1 in
         dracut) echo "$p,dracut" ;;
         initramfs-tools) echo "$p,initramfs-tools" ;;
@@ -188,6 +194,19 @@ EOF
     ln -sfn /dev/null "$out/etc/systemd/system/systemd-firstboot.service"
     ln -sfn /dev/null "$out/etc/systemd/system/serial-getty@.service"
     ln -sfn /dev/null "$out/etc/systemd/system/getty@.service"
+    # Of the systemd-boot package only systemd-bless-boot may act: the ESP
+    # is cairn's (and the host's systemd-boot is the boot loader). Masked:
+    # systemd-boot-update.service (bootctl update would rewrite
+    # EFI/BOOT/BOOTX64.EFI with the tree's copy) and
+    # systemd-boot-system-token.service (bootctl random-seed writes
+    # loader/random-seed on the ESP and an EFI variable; on by default,
+    # though its ConditionVirtualization=no keeps it off in QEMU). Removed:
+    # the kernel and initramfs hooks that run kernel-install, which would
+    # add its own entries and kernels to the ESP.
+    ln -sfn /dev/null "$out/etc/systemd/system/systemd-boot-update.service"
+    ln -sfn /dev/null "$out/etc/systemd/system/systemd-boot-system-token.service"
+    rm -f "$out/etc/kernel/postinst.d/zz-systemd-boot" "$out/etc/kernel/postrm.d/zz-systemd-boot" \
+        "$out/etc/initramfs/post-update.d/systemd-boot"
 
     # Networking: DHCP from QEMU's user network (it serves DHCP even with
     # restrict=on). network-online waits for one link, at most 90 s: 20 s
