@@ -10,7 +10,8 @@
 # usage: machine-test.sh CAIRN CAIRN-PREPARE-ROOT [--full]
 #   --full  five power cuts (make test-vm-full); else CAIRN_VM_POWER_CUTS or 2
 # CAIRN_VM_SEED fixes the power cuts' moments; CAIRN_VM_WATCH=1 shows the
-# consoles; CAIRN_VM_KEEP=1 keeps the temp folder.
+# consoles; CAIRN_VM_KEEP=1 keeps the temp folder; CAIRN_VM_ONLY=self-healing
+# runs only the last scenarios.
 set -euo pipefail
 cairn=$(realpath "$1")
 prep=$(realpath "$2")
@@ -123,6 +124,12 @@ echo "CAIRN_TEST_VERSION=2" > "$w/tree/usr/lib/os-release.cairn"
 v2=$(publish debian/x 2 "$w/tree")
 vi=$(publish debian/itools itools "$w/tree-itools")
 machine_serve "$srv"
+
+# CAIRN_VM_ONLY=self-healing runs only the self-healing scenarios (they
+# start from v1 as installed), to iterate on them faster.
+only=${CAIRN_VM_ONLY:-}
+deploy_seconds=10
+if [[ $only != self-healing ]]; then
 
 # ---- 1. sd-boot-v1, then the upgrade made inside v1 ----
 cat > "$w/s1.sh" <<'EOF'
@@ -350,6 +357,8 @@ debugfs -w -f "$w/debugfs.cmds" "$copy?offset=$part_offset" >/dev/null 2>&1
 boot "$copy" "$w/report.sh" 600
 refused "tamper-untrusted-key" "signature"
 rm -f "$copy" "$copy.vars"
+
+fi  # CAIRN_VM_ONLY
 
 # ---- Self-healing updates: boot counting, health checks, staging ----
 # Each update is published on debian/x (the origin `cairn upgrade` follows);
