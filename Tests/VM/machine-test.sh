@@ -128,6 +128,7 @@ machine_serve "$srv"
 # CAIRN_VM_ONLY=self-healing runs only the self-healing scenarios (they
 # start from v1 as installed), to iterate on them faster.
 only=${CAIRN_VM_ONLY:-}
+printf 'facts\nstatus\n' > "$w/report.sh"
 deploy_seconds=10
 if [[ $only != self-healing ]]; then
 
@@ -271,7 +272,6 @@ EOF
 cut_delay() { python3 -c "import random, sys; print('%.2f' % random.Random(int(sys.argv[1])).uniform(0, float(sys.argv[2])))" "$1" "$2"; }
 # The deploy has run its course before the agent's poweroff.
 cut_script "cairn deploy" "sleep 600" > "$w/cut.sh"
-printf 'facts\nstatus\n' > "$w/report.sh"
 version_of() { case $1 in debian/itools) echo itools ;; *) echo 2 ;; esac; }
 old=2 new=2 prev_delay=0
 for run in $(seq 1 $((cuts + 1))); do
