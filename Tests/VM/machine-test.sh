@@ -125,6 +125,23 @@ v2=$(publish debian/x 2 "$w/tree")
 vi=$(publish debian/itools itools "$w/tree-itools")
 machine_serve "$srv"
 
+# A power-cut boot's script: report, then after CUT-NOW run COMMAND on the
+# other system's ref (then AFTER, a shell line).
+cut_script() {
+    cat <<EOF
+facts
+status
+case "\$(sed -n 's/^CAIRN_TEST_VERSION=//p' /usr/lib/os-release.cairn)" in itools) ref=debian/x ;; *) ref=debian/itools ;; esac
+fact target "\$ref"
+cairn pull "origin:\$ref" > /dev/null 2>&1
+echo CUT-NOW
+$1 "origin:\$ref" 2>&1 | sed 's/^/run: /'
+echo RUN-DONE
+$2
+EOF
+}
+# A seeded random moment in [0, MAX) seconds.
+cut_delay() { python3 -c "import random, sys; print('%.2f' % random.Random(int(sys.argv[1])).uniform(0, float(sys.argv[2])))" "$1" "$2"; }
 # CAIRN_VM_ONLY=self-healing runs only the self-healing scenarios (they
 # start from v1 as installed), to iterate on them faster.
 only=${CAIRN_VM_ONLY:-}
@@ -253,23 +270,6 @@ verdict cleanup-in-vm "$(times)" \
 # Each boot first reports where the previous cut left the machine, then
 # deploys the other system (so a kernel is copied to the ESP too) and is
 # killed once that deploy has run for a random part of its measured time.
-# A power-cut boot's script: report, then after CUT-NOW run COMMAND on the
-# other system's ref (then AFTER, a shell line).
-cut_script() {
-    cat <<EOF
-facts
-status
-case "\$(sed -n 's/^CAIRN_TEST_VERSION=//p' /usr/lib/os-release.cairn)" in itools) ref=debian/x ;; *) ref=debian/itools ;; esac
-fact target "\$ref"
-cairn pull "origin:\$ref" > /dev/null 2>&1
-echo CUT-NOW
-$1 "origin:\$ref" 2>&1 | sed 's/^/run: /'
-echo RUN-DONE
-$2
-EOF
-}
-# A seeded random moment in [0, MAX) seconds.
-cut_delay() { python3 -c "import random, sys; print('%.2f' % random.Random(int(sys.argv[1])).uniform(0, float(sys.argv[2])))" "$1" "$2"; }
 # The deploy has run its course before the agent's poweroff.
 cut_script "cairn deploy" "sleep 600" > "$w/cut.sh"
 version_of() { case $1 in debian/itools) echo itools ;; *) echo 2 ;; esac; }
