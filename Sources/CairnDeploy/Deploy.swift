@@ -546,7 +546,7 @@ extension Sysroot {
             }
             var live = Set(state.deployments.map { "\($0.stateroot)/\($0.name)" })
             // A staged deployment waits for shutdown; one staged in an earlier boot never will be finalized.
-            if let staged = try stagedDeployment() {
+            if let staged = try? stagedDeployment() {
                 if staged.stale {
                     if !dryRun { try removeRecord(StateRecords.staged) }
                 } else {

@@ -78,13 +78,16 @@ extension Sysroot {
               let dot = name.lastIndex(of: "."), let serial = Int(name[name.index(after: dot)...]) else {
             throw DeployError("reading \(file)", "it does not name a deployment (stateroot, deployment <commit>.<serial>, boot-checksum)")
         }
-        try Self.validateStateroot(stateroot)
+        // The record sits on the disk outside any signed image: names are checked before they become paths.
+        do { try Self.validateStateroot(stateroot) } catch { throw DeployError("reading \(file)", "\(error)") }
         let checksum = String(name[..<dot])
         guard checksum.count == 64, checksum.utf8.allSatisfy({ (0x30...0x39).contains($0) || (0x61...0x66).contains($0) }) else {
             throw DeployError("reading \(file)", "deployment \(name) is not <commit>.<serial>")
         }
         let kargs = (f["staged", "kernel-arguments"] ?? "").split(separator: " ").map(String.init)
-        for k in kargs { try KernelArguments.validate(k) }
+        for k in kargs {
+            do { try KernelArguments.validate(k) } catch { throw DeployError("reading \(file)", "\(error)") }
+        }
         let originText = (try? readText(at("ostree/deploy/\(stateroot)/deploy/\(name).origin"))) ?? ""
         let d = Deployment(stateroot: stateroot, checksum: checksum, serial: serial, bootChecksum: bootChecksum, kernelArguments: kargs,
                            origin: Origin(text: originText), title: f["staged", "title"])
@@ -96,7 +99,15 @@ extension Sysroot {
     /// names it (an interrupted finalization that did switch). Returns it.
     @discardableResult
     func discardStaged(state: SysrootState) throws -> Deployment? {
-        guard let staged = try stagedDeployment() else { return nil }
+        let record: StagedDeployment?
+        do { record = try stagedDeployment() } catch {
+            // Unreadable (forged, or cut short by another tool): it names nothing cairn trusts; a
+            // staged folder it meant is unreferenced and goes with the next cleanup.
+            notice("removing the unreadable staged-deployment record: \(error)")
+            try removeRecord(StateRecords.staged)
+            return nil
+        }
+        guard let staged = record else { return nil }
         let d = staged.deployment
         let live = state.deployments.contains { $0.stateroot == d.stateroot && $0.name == d.name }
         if !live { try removeDeploymentFiles(d) }

@@ -328,6 +328,36 @@ final class BootAssessmentTests: SysrootTestCase {
         XCTAssertTrue(try json(next)["finalizeFailure"] is NSNull)
     }
 
+    /// State records sit on the disk outside the signed image: a forged one
+    /// is refused naming the file, and its names never become paths.
+    func testForgedStagedRecordIsRefused() throws {
+        try cairn(["sysroot", "init", sys, "--stateroot", "os"])
+        _ = try commit("1.0")
+        try cairn(["deploy", "--sysroot", sys, "os/x"])
+        let booted = ["CAIRN_TEST_BOOTED_DEPLOYMENT": rows(try json())[0]["path"] as! String]
+        let record = sys + "/ostree/cairn/staged"
+        try FileManager.default.createDirectory(atPath: sys + "/ostree/cairn", withIntermediateDirectories: true)
+        let forged = [
+            "stateroot=../../../tmp\ndeployment=\(String(repeating: "a", count: 64)).0": "stateroot name",
+            "stateroot=os\ndeployment=../../x.0": "is not <commit>.<serial>",
+            "stateroot=os\ndeployment=\(String(repeating: "a", count: 64)).0\nkernel-arguments=init=/bin/sh\u{7}": "control character",
+        ]
+        for (body, reason) in forged {
+            try "[staged]\n\(body)\nboot-checksum=00\n".write(toFile: record, atomically: true, encoding: .utf8)
+            let r = try run(["finalize", "--sysroot", sys], env: booted, expect: 1)
+            XCTAssertTrue(r.stderr.contains("cairn: error: reading \(record)") && r.stderr.contains(reason), r.stderr)
+            XCTAssertEqual(rows(try json(booted)).count, 1)
+            let shown = try run(["status", "--sysroot", sys], env: booted)
+            XCTAssertTrue(shown.stderr.contains("reading \(record)") && !shown.stdout.contains("Staged:"), shown.stderr)
+        }
+        // A deploy is not blocked by it: the record goes, with a note.
+        _ = try commit("2.0")
+        let r = try run(["deploy", "--sysroot", sys, "os/x"], env: booted)
+        XCTAssertTrue(r.stderr.contains("removing the unreadable staged-deployment record"), r.stderr)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: record))
+        XCTAssertEqual(rows(try json(booted)).count, 2)
+    }
+
     /// A crash at every step of a finalization leaves the old set or the
     /// new one, each complete; finalizing again (or the next boot) settles it.
     func testFinalizationCutShortAtEveryStep() throws {

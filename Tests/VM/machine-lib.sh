@@ -389,7 +389,7 @@ EOF
 # its own script, and it goes through OVMF and systemd-boot again) or
 # panics (panic=-1), or after TIMEOUT seconds (default 600). Returns 0 when
 # the agent finished (CAIRN-AGENT-END), 1 otherwise. Sets machine_boot_seconds
-# (QEMU start to exit) and machine_multi_user_seconds (QEMU start to the
+# (QEMU start to exit), machine_boot_end (its host time) and machine_multi_user_seconds (QEMU start to the
 # agent's CAIRN-MULTI-USER line, host clock), and prints both.
 # CAIRN_VM_WATCH=1 copies the console to stderr as it comes.
 # Not retried: with QEMU 10.0.2 no guest crashed in the 20 OVMF boots and 6
@@ -399,7 +399,7 @@ machine_boot() {
     local disk=$1 script=$2 console=$3 limit=${4:-600} start net stamp pidfile
     pidfile=$(mktemp --suffix=.pid "$machine_work/qemu.XXXXXX")
     stamp=$console.multi-user
-    rm -f "$stamp" "$console.cut"
+    rm -f "$stamp" "$console.cut" "$console.killed" "$console.uncut" "$console.finalize"
     : > "$console"
     net=user,model=virtio-net-pci,restrict=on
     # One socat per guest connection (cmd:), not a tcp: chardev: that is one
@@ -422,16 +422,27 @@ machine_boot() {
         printf '%s\n' "$line" >> "$console"
         [[ -n "${CAIRN_VM_WATCH:-}" ]] && printf '%s\n' "$line" >&2
         if [[ $line == CAIRN-MULTI-USER* && ! -e $stamp ]]; then date +%s.%N > "$stamp"; fi
+        # When a shutdown's finalization of a staged deployment began (its window for power cuts).
+        if [[ $line == *"cairn: finalizing the staged deployment"* && ! -e $console.finalize ]]; then date +%s.%N > "$console.finalize"; fi
         # A power cut: QEMU killed machine_cut_delay seconds after the guest printed a line holding machine_cut_marker.
         if [[ -n "${machine_cut_marker:-}" && $line == *"$machine_cut_marker"* && ! -e $console.cut ]]; then
             : > "$console.cut"
-            (sleep "$machine_cut_delay"; kill -KILL "$(cat "$pidfile")" 2>/dev/null; echo "machine: power cut after $machine_cut_delay s" >&2) &
+            (sleep "$machine_cut_delay"
+             kill -KILL "$(cat "$pidfile")" 2>/dev/null && : > "$console.killed" && echo "machine: power cut after $machine_cut_delay s" >&2) &
             disown
         fi
     done &
     machine_pids+=($!)
     wait $! || true
-    machine_boot_seconds=$(awk -v a="$start" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }')
+    machine_boot_end=$(date +%s.%N)
+    # The marker came, but QEMU exited by itself before the cut was due: say so
+    # ($console.uncut), and no cut may hit anything later.
+    if [[ -e $console.cut && ! -e $console.killed ]]; then
+        : > "$console.uncut"
+        : > "$pidfile"
+        echo "machine: no power cut: QEMU exited before ${machine_cut_delay:-?} s" >&2
+    fi
+    machine_boot_seconds=$(awk -v a="$start" -v b="$machine_boot_end" 'BEGIN { printf "%.1f", b - a }')
     machine_multi_user_seconds=none
     [[ -e $stamp ]] && machine_multi_user_seconds=$(awk -v a="$start" -v b="$(cat "$stamp")" 'BEGIN { printf "%.1f", b - a }')
     echo "machine: boot of $(basename "$disk"): multi-user after $machine_multi_user_seconds s, QEMU ran $machine_boot_seconds s" >&2

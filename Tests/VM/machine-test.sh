@@ -392,6 +392,8 @@ echo edited-after-staging > /etc/cairn-late-edit
 EOF
 boot "$disk" "$w/h2.sh"
 h2=$console
+# From the finalization's first line to QEMU's exit: the window for cuts during it.
+finalize_window=$(awk -v a="$(cat "$h2.finalize" 2>/dev/null || echo "$machine_boot_end")" -v b="$machine_boot_end" 'BEGIN { printf "%.1f", b - a }')
 verdict bless "$(times)" \
     "deployed with" "$(state "$h1" counter 0 -1)" 3-0 \
     booted "$(state "$h2" booted 0)/$(state "$h2" fact version)" "$v3.0/3" \
@@ -418,7 +420,7 @@ EOF
 boot "$disk" "$w/h3.sh"
 h3=$console
 stage_seconds=$(state "$h2" fact stage-seconds)
-verdict stage-finalize "$(times); staging took ${stage_seconds} s" \
+verdict stage-finalize "$(times); staging took ${stage_seconds} s, finalization to power-off ${finalize_window} s" \
     "before reboot: staged" "$(state "$h2" get staged.checksum -1)" "$v4" \
     "before reboot: default" "$(state "$h2" default -1)" "$v3.0" \
     "finalized at shutdown" "$(grep -c 'cairn: finalizing the staged deployment' "$h2")" 1 \
@@ -513,8 +515,9 @@ verdict broken-kernel-rollback "three refused boots and the fallback: ${fallback
     agree "$(state "$h12" agree 0)" yes
 
 # ---- power-cut-staged: QEMU killed while staging, or while finalizing at shutdown ----
-# Odd runs cut a random moment of `switch --stage`; even runs a random moment
-# after the shutdown's finalization began. Windows: the measured in-VM deploy.
+# Odd runs cut a random moment of `switch --stage` (window: the measured
+# staging); even runs a random moment between the shutdown's finalization's
+# first line and power-off (window: as measured in stage-finalize).
 stage_cuts=${CAIRN_VM_STAGE_CUTS:-$([[ $full == --full ]] && echo 10 || echo 3)}
 # No sleep: the shutdown that follows finalizes.
 cut_script "cairn switch --stage" "" > "$w/stagecut.sh"
@@ -522,10 +525,11 @@ version_of_ref() { case $1 in debian/itools) echo itools ;; *) echo 7 ;; esac; }
 old=4 new=4 how=""
 for run in $(seq 1 $((stage_cuts + 1))); do
     if [[ $run -le $stage_cuts ]]; then
-        delay=$(cut_delay "$((seed + 100 + run))" "$deploy_seconds")
         if (( run % 2 )); then
+            delay=$(cut_delay "$((seed + 100 + run))" "$stage_seconds")
             marker="CAIRN-AGENT| CUT-NOW" this="staging"
         else
+            delay=$(cut_delay "$((seed + 100 + run))" "$finalize_window")
             marker="cairn: finalizing the staged deployment" this="finalizing at shutdown"
         fi
         machine_cut_marker=$marker machine_cut_delay=$delay boot "$disk" "$w/stagecut.sh"
@@ -544,6 +548,7 @@ for run in $(seq 1 $((stage_cuts + 1))); do
     old=$(state "$console" fact version)
     new=$(version_of_ref "$(state "$console" fact target)")
     prev_delay=$delay how=$this
+    [[ ! -e $console.uncut ]] || how="$how (QEMU had exited before the cut)"
     [[ $run -gt $stage_cuts ]] || grep -q 'CUT-NOW' "$console" || echo "  (boot $boot_n did not reach its staging)"
 done
 echo "# fallback under TCG: after a failing health check ${fallback_health} s, after a refused initramfs ${fallback_refused} s (three tries, then multi-user in the previous deployment)"

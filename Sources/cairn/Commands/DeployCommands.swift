@@ -269,13 +269,17 @@ struct StatusCommand: ParsableCommand {
             ])
         }
         // A record whose deployment is in the boot set is the leftover of a finalization cut short after its switch.
-        let staged = try s.stagedDeployment().flatMap { st in
+        // A record that cannot be read is reported, and the rest of the status shown.
+        func record<T>(_ read: () throws -> T?) -> T? {
+            do { return try read() } catch { Terminal.warning("\(error)"); return nil }
+        }
+        let staged = record(s.stagedDeployment).flatMap { st in
             state.deployments.contains { $0.stateroot == st.deployment.stateroot && $0.name == st.deployment.name } ? nil : st
         }
-        let finalizeFailure = try s.finalizeFailure()
+        let finalizeFailure = record(s.finalizeFailure)
         // A fallback is news while the deployment it booted is running.
         let booted = state.bootedIndex.map { state.deployments[$0] }
-        let fallback = try s.fallbackRecord().flatMap { f in booted.map { $0.stateroot == f.bootedStateroot && $0.name == f.bootedName } == true ? f : nil }
+        let fallback = record(s.fallbackRecord).flatMap { f in booted.map { $0.stateroot == f.bootedStateroot && $0.name == f.bootedName } == true ? f : nil }
         let stagedJSON: Any = staged.map { st -> [String: Any] in
             ["stateroot": st.deployment.stateroot, "checksum": st.deployment.checksum, "serial": st.deployment.serial,
              "version": (try? repo.commit(st.deployment.checksum))?.version ?? NSNull(), "locked": st.locked, "stale": st.stale,
