@@ -5,7 +5,8 @@ export PATH := /opt/swift/usr/bin:$(PATH)
 # Debian packages: to build, to run the tests, to run the demo.
 BUILD_PACKAGES := pkg-config libostree-dev libarchive-dev libssl-dev libgpgme-dev
 TEST_PACKAGES := $(BUILD_PACKAGES) ostree fsverity erofs-utils attr e2fsprogs util-linux tar gzip xz-utils zstd \
-	gnupg python3 python3-cryptography busybox-static strace nginx-light curl iproute2
+	gnupg python3 python3-cryptography busybox-static strace nginx-light curl iproute2 \
+	buildah podman umoci skopeo libcap2-bin
 DEMO_PACKAGES := $(BUILD_PACKAGES) busybox-static ostree python3 nginx-light
 # QEMU comes from bookworm-backports (scripts/install-backports.sh says why).
 VM_BACKPORTS := qemu-system-x86

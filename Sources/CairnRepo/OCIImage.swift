@@ -282,20 +282,46 @@ struct TarStore: BlobStore {
     let path: String
     /// Member name ("./" and leading "/" dropped) → size; the last wins, as tar extracts.
     let members: [String: Int64]
+    /// Symlink members → their targets as member names (docker archives
+    /// link `<id>/layer.tar` to `../<diff id>.tar`); nil for one that leaves the archive.
+    let links: [String: String?]
 
     init(path: String) throws {
         self.path = path
         var members: [String: Int64] = [:]
+        var links: [String: String?] = [:]
         try Self.walk(path) { a, entry, name in
-            if archive_entry_filetype(entry) & S_IFMT == S_IFREG {
-                members[name] = archive_entry_size(entry)
-            } else {
-                members[name] = nil
+            members[name] = nil
+            links[name] = nil
+            switch archive_entry_filetype(entry) & S_IFMT {
+            case S_IFREG: members[name] = archive_entry_size(entry)
+            case S_IFLNK:
+                guard let t = archive_entry_symlink(entry) else { break }
+                let target = String(decoding: UnsafeRawBufferPointer(start: t, count: strlen(t)), as: UTF8.self)
+                var parts = name.split(separator: "/").dropLast().map(String.init)
+                var inside = !target.hasPrefix("/")
+                for part in target.split(separator: "/") where part != "." {
+                    if part == ".." { if parts.popLast() == nil { inside = false } } else { parts.append(String(part)) }
+                }
+                links[name] = .some(inside ? parts.joined(separator: "/") : nil)
+            default: break
             }
             return false
         }
         if members.isEmpty { throw RepoError("reading \(path)", "no files in it (empty, or not a tar archive)") }
         self.members = members
+        self.links = links
+    }
+
+    /// The regular member `name` names, through at most 8 symlinks.
+    private func resolved(_ name: String) -> String? {
+        var name = name
+        for _ in 0..<8 {
+            if members[name] != nil { return name }
+            guard let next = links[name], let target = next else { return nil }
+            name = target
+        }
+        return nil
     }
 
     static func normalized(_ raw: UnsafePointer<CChar>) -> String {
@@ -331,9 +357,10 @@ struct TarStore: BlobStore {
         }
     }
 
-    func size(of name: String) -> Int64? { members[name] }
+    func size(of name: String) -> Int64? { resolved(name).flatMap { members[$0] } }
 
-    func open(_ name: String) throws -> ByteSource {
+    func open(_ given: String) throws -> ByteSource {
+        let name = resolved(given) ?? given
         let size = members[name]
         guard let a = try Self.walk(path, { _, entry, member in
             member == name && archive_entry_size(entry) == size && archive_entry_filetype(entry) & S_IFMT == S_IFREG
