@@ -14,7 +14,7 @@ VM_PACKAGES := $(BUILD_PACKAGES) e2fsprogs xz-utils busybox-static gzip debootst
 	ovmf systemd-boot-efi mtools dosfstools fdisk nginx-light socat python3
 BENCH_PACKAGES := $(TEST_PACKAGES) debootstrap time openssl
 
-.PHONY: all build release install demo demo-boot test test-vm test-vm-full prepare-root bench-commit bench-composefs bench-deploy bench-pull clean
+.PHONY: all build release install demo demo-boot test test-vm test-vm-full prepare-root bench-commit bench-composefs bench-deploy bench-pull bench-oci clean
 
 PREFIX ?= /usr/local
 
@@ -104,6 +104,11 @@ bench-commit:
 	@scripts/install-packages.sh $(BENCH_PACKAGES)
 	swift build -c release
 	scripts/bench-commit.sh .build/release/cairn
+
+bench-oci:
+	@scripts/install-packages.sh $(BENCH_PACKAGES)
+	swift build -c release
+	scripts/bench_oci.py .build/release/cairn
 
 bench-composefs:
 	@scripts/install-packages.sh $(BENCH_PACKAGES)

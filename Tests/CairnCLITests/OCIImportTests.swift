@@ -13,14 +13,15 @@ final class OCIImportTests: CairnTestCase {
     var script: String { TestSupport.packageRoot.appendingPathComponent("Tests/Scripts/oci_layout.py").path }
 
     func requireTools() throws {
-        for tool in ["buildah", "podman", "umoci", "ostree", "zstd", "setfattr", "setcap"] { try TestSupport.require(tool: tool) }
+        for tool in ["buildah", "podman", "umoci", "skopeo", "ostree", "zstd", "setfattr", "setcap"] { try TestSupport.require(tool: tool) }
         try TestSupport.requireRoot()  // buildah mount, and umoci unpack keeping owners and xattrs
     }
 
     /// The image: layer 1 an OS-like tree; layer 2 deletes a file, replaces
     /// a directory by a file, adds hardlinks (to a changed and to an
     /// unchanged file of layer 1), changes an xattr and adds a capability.
-    /// Writes oci:DIR/layout:v1, DIR/image.oci.tar, DIR/image.docker.tar.
+    /// Writes oci:DIR/layout:v1, DIR/image.oci.tar, DIR/skopeo.oci.tar
+    /// (skopeo's copy of the layout, tagged v1), DIR/image.docker.tar.
     func buildImage() throws {
         try TestSupport.sh("""
             set -e
@@ -53,6 +54,7 @@ final class OCIImportTests: CairnTestCase {
             $B commit -q $c2 img2 >/dev/null
             $B push -q img2 oci:$PWD/layout:v1
             $B push -q img2 oci-archive:$PWD/image.oci.tar
+            skopeo copy -q oci:$PWD/layout:v1 oci-archive:$PWD/skopeo.oci.tar:v1
             podman --root $PWD/storage --runroot $PWD/run --storage-driver vfs save -q --format docker-archive -o $PWD/image.docker.tar localhost/img2:latest
             """)
     }
@@ -94,7 +96,7 @@ final class OCIImportTests: CairnTestCase {
         let index = try String(contentsOfFile: dir + "/layout/index.json", encoding: .utf8)
         let manifestDigest = try XCTUnwrap(index.range(of: "sha256:[0-9a-f]{64}", options: .regularExpression).map { String(index[$0]) })
         for (i, source) in ["oci:\(dir)/layout", "oci:\(dir)/layout:v1", "oci-archive:\(dir)/image.oci.tar",
-                            "docker-archive:\(dir)/image.docker.tar"].enumerated() {
+                            "oci-archive:\(dir)/skopeo.oci.tar:v1", "docker-archive:\(dir)/image.docker.tar"].enumerated() {
             let repo = dir + "/r\(i)"
             try cairn(["init", "--repo", repo])
             let r = try cairn(["commit", "--repo", repo, "-b", "os", "--timestamp", "1700000000", "--from-oci", source])
