@@ -129,6 +129,14 @@ final class OCIImportTests: CairnTestCase {
         XCTAssertEqual(v.status, 0)
         let show = try metadata(dir + "/r0", "v")
         XCTAssertTrue(show.contains("version: '9'") && !show.contains("'2.5'"), show)
+
+        // Signed inside the transaction like any commit, with its composefs digest.
+        try cairn(["keygen", "--output", dir + "/k"])
+        let signed = try cairn(["commit", "--repo", dir + "/r0", "-b", "signed", "--sign-key", dir + "/k.secret",
+                                "--from-oci", "oci-archive:\(dir)/image.oci.tar"])
+        XCTAssertTrue(signed.stderr.contains("signed with ed25519 key"), signed.stderr)
+        try cairn(["verify", "--repo", dir + "/r0", "signed", "--keys", dir + "/k.pub"])
+        XCTAssertTrue(try metadata(dir + "/r0", "signed").contains("ostree.composefs.digest.v0"))
     }
 
     /// Opaque directories, whiteouts of absent paths, a file replaced by a
