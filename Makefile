@@ -5,7 +5,8 @@ export PATH := /opt/swift/usr/bin:$(PATH)
 # Debian packages: to build, to run the tests, to run the demo.
 BUILD_PACKAGES := pkg-config libostree-dev libarchive-dev libssl-dev libgpgme-dev
 TEST_PACKAGES := $(BUILD_PACKAGES) ostree fsverity erofs-utils attr e2fsprogs util-linux tar gzip xz-utils zstd \
-	gnupg python3 python3-cryptography busybox-static strace nginx-light curl iproute2
+	gnupg python3 python3-cryptography busybox-static strace nginx-light curl iproute2 \
+	buildah podman umoci skopeo libcap2-bin
 DEMO_PACKAGES := $(BUILD_PACKAGES) busybox-static ostree python3 nginx-light
 # QEMU comes from bookworm-backports (scripts/install-backports.sh says why).
 VM_BACKPORTS := qemu-system-x86
@@ -13,7 +14,7 @@ VM_PACKAGES := $(BUILD_PACKAGES) e2fsprogs xz-utils busybox-static gzip debootst
 	ovmf systemd-boot-efi mtools dosfstools fdisk nginx-light socat python3
 BENCH_PACKAGES := $(TEST_PACKAGES) debootstrap time openssl
 
-.PHONY: all build release install demo demo-boot test test-vm test-vm-full prepare-root bench-commit bench-composefs bench-deploy bench-pull clean
+.PHONY: all build release install demo demo-boot test test-vm test-vm-full prepare-root bench-commit bench-composefs bench-deploy bench-pull bench-oci clean
 
 PREFIX ?= /usr/local
 
@@ -103,6 +104,11 @@ bench-commit:
 	@scripts/install-packages.sh $(BENCH_PACKAGES)
 	swift build -c release
 	scripts/bench-commit.sh .build/release/cairn
+
+bench-oci:
+	@scripts/install-packages.sh $(BENCH_PACKAGES)
+	swift build -c release
+	scripts/bench_oci.py .build/release/cairn
 
 bench-composefs:
 	@scripts/install-packages.sh $(BENCH_PACKAGES)

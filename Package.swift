@@ -25,7 +25,7 @@ let package = Package(
         .target(name: "CairnSystem", dependencies: ["CCairnShim"]),
         .target(name: "Composefs", dependencies: ["CairnSystem", "CCrypto"]),
         .target(name: "Trust", dependencies: ["CairnSystem", "CCrypto"]),
-        .target(name: "CairnRepo", dependencies: ["COSTree", "CLibArchive", "CairnSystem", "Composefs", "Trust"]),
+        .target(name: "CairnRepo", dependencies: ["COSTree", "CLibArchive", "CCrypto", "CairnSystem", "Composefs", "Trust"]),
         .target(name: "CairnDeploy", dependencies: ["CairnRepo", "CairnSystem", "CCairnShim", "Composefs", "Trust", "PrepareRoot"]),
         .executableTarget(name: "cairn", dependencies: [
             "CairnRepo", "CairnDeploy", "CairnSystem", "Composefs", "Trust",

@@ -82,6 +82,8 @@ final class CommitFilterState {
     var lastReport: UInt64 = 0
     /// Xattrs of archive entries by committed path ("/usr/etc/x").
     var archiveXattrs: [String: [Xattr]] = [:]
+    /// The commit modifier this state filters for, while committing.
+    var modifier: OpaquePointer?
 
     init(options: CommitOptions) { self.options = options }
 
@@ -181,6 +183,22 @@ extension Repository {
                             + special.first.joined(separator: ", ") + more + " (--skip-special leaves them out)")
         }
 
+        let context = "committing \(source) to \(path)"
+        return try commitTree(options: options, context: context, annotatePath: true) { mtree, state in
+            if let scan {
+                try writeArchive(source, scan: scan, into: mtree, modifier: state.modifier!, state: state)
+            } else {
+                try writeDirectory(source, into: mtree, modifier: state.modifier!, state: state, special: special)
+            }
+            return special
+        }
+    }
+
+    /// Commits the tree `writeTree` fills (returning the special files it
+    /// left out) in a clean transaction, with the options' parent,
+    /// metadata, composefs digest and signatures.
+    func commitTree(options: CommitOptions, context: String, annotatePath: Bool,
+                    _ writeTree: (OpaquePointer, CommitFilterState) throws -> SpecialFiles) throws -> CommitResult {
         let parent: String?
         switch options.parent {
         case .none: parent = nil
@@ -199,11 +217,12 @@ extension Repository {
         let modifier = ostree_repo_commit_modifier_new(OstreeRepoCommitModifierFlags(flags), commitFilter,
                                                        unmanaged.toOpaque(), nil)!
         defer { ostree_repo_commit_modifier_unref(modifier) }
+        state.modifier = modifier
+        defer { state.modifier = nil }
 
-        let context = "committing \(source) to \(path)"
         return try inCleanTransaction(context) {
-            try writeCommit(source: source, scan: scan, options: options, parent: parent,
-                            modifier: modifier, state: state, special: special, context: context)
+            try writeCommit(options: options, parent: parent, state: state, context: context,
+                            annotatePath: annotatePath, writeTree: writeTree)
         }
     }
 
@@ -253,20 +272,17 @@ extension Repository {
     }
 
     /// Stages the tree and the commit, and sets the branch in the transaction.
-    private func writeCommit(source: String, scan: ArchiveScan?, options: CommitOptions, parent: String?,
-                             modifier: OpaquePointer, state: CommitFilterState, special: SpecialFiles,
-                             context: String) throws -> CommitResult {
+    private func writeCommit(options: CommitOptions, parent: String?, state: CommitFilterState, context: String,
+                             annotatePath: Bool,
+                             writeTree: (OpaquePointer, CommitFilterState) throws -> SpecialFiles) throws -> CommitResult {
         let mtree = ostree_mutable_tree_new()!
         defer { unref(mtree) }
 
+        let special: SpecialFiles
         do {
-            if let scan {
-                try writeArchive(source, scan: scan, into: mtree, modifier: modifier, state: state)
-            } else {
-                try writeDirectory(source, into: mtree, modifier: modifier, state: state, special: special)
-            }
+            special = try writeTree(mtree, state)
         } catch let error as RepoError {
-            let at = state.lastPath.isEmpty ? "" : " (at \(state.lastPath))"
+            let at = state.lastPath.isEmpty || !annotatePath ? "" : " (at \(state.lastPath))"
             throw RepoError(context + at, error.reason)
         }
 

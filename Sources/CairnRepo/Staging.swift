@@ -20,6 +20,33 @@ extension Repository {
     @discardableResult
     func discardStagedObjects() throws -> Bool {
         let context = "discarding staged objects in \(path)/tmp"
+        return try withStagingDirectory(context) { dir, name in
+            try FileSystem.removeContents(of: dir, path: Array("\(path)/tmp/".utf8) + name)
+        } != nil
+    }
+
+    /// Removes the content objects `checksums` from this transaction's
+    /// staging directory, where they are only if this transaction wrote
+    /// them (it started empty); an object that was in the repository
+    /// already is not staged again, and stays.
+    func discardStagedContent(_ checksums: Set<String>) throws {
+        guard !checksums.isEmpty else { return }
+        let context = "discarding unused objects in \(path)/tmp"
+        let compressed = mode == .archive
+        _ = try withStagingDirectory(context) { dir, _ in
+            for checksum in checksums {
+                // The staging directory holds objects as objects/ does: xx/rest.file.
+                guard checksum.utf8.count == 64 else { continue }
+                let inStaging = "\(checksum.prefix(2))/\(checksum.dropFirst(2))" + (compressed ? ".filez" : ".file")
+                if unlinkat(dir.rawValue, inStaging, 0) != 0 && errno != ENOENT {
+                    throw RepoError(context, "removing \(inStaging): \(String(cString: strerror(errno)))")
+                }
+            }
+        }
+    }
+
+    /// Runs `body` on this transaction's staging directory; nil when there is none.
+    private func withStagingDirectory<R>(_ context: String, _ body: (FileDescriptor, [UInt8]) throws -> R) throws -> R? {
         do {
             let tmp = try FileDescriptor.open(Array("tmp".utf8), O_RDONLY | O_DIRECTORY, relativeTo: directoryDescriptor)
             return try tmp.closeAfter {
@@ -41,13 +68,12 @@ extension Repository {
                         ours.insert(match.name)
                     }
                 }
-                guard let name = ours.first else { return false }
+                guard let name = ours.first else { return nil }
                 guard ours.count == 1 else {
                     throw RepoError(context, "\(ours.count) staging directories are open in this process; not guessing which is this transaction's")
                 }
                 let dir = try FileDescriptor.open(name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW, relativeTo: tmp)
-                try dir.closeAfter { try FileSystem.removeContents(of: dir, path: Array("\(path)/tmp/".utf8) + name) }
-                return true
+                return try dir.closeAfter { try body(dir, name) }
             }
         } catch let e as SystemError {
             throw RepoError(context, e.description)

@@ -37,11 +37,14 @@ private func keyValue(_ text: String, option: String) throws -> (String, String)
 struct CommitCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "commit",
-        abstract: "Commit a directory or tar archive to a branch.",
+        abstract: "Commit a directory, tar archive or OCI image to a branch.",
         discussion: """
-        SOURCE is a directory or a tar archive (plain, gzip, xz or zstd). A tree with \
-        /etc and no /usr/etc has /etc committed as /usr/etc, as ostree expects of OS trees. \
-        The new commit checksum is the last line of output.
+        SOURCE is a directory or a tar archive (plain, gzip, xz or zstd); or, with \
+        --from-oci, an OCI image: oci:DIR[:TAG] (an image layout), oci-archive:FILE[:TAG] \
+        or docker-archive:FILE[:TAG] (as podman save writes), its layers applied in order \
+        and every blob checked against its digest. A tree with /etc and no /usr/etc has \
+        /etc committed as /usr/etc, as ostree expects of OS trees. The new commit \
+        checksum is the last line of output.
         """
     )
 
@@ -98,10 +101,18 @@ struct CommitCommand: ParsableCommand {
     @Option(name: .customLong("gpg-homedir"), help: ArgumentHelp("GnuPG home for --gpg-sign (default: ~/.gnupg).", valueName: "dir"))
     var gpgHomedir: String?
 
+    @Option(name: .customLong("from-oci"), help: ArgumentHelp("Commit the tree of this OCI image: oci:DIR[:TAG], oci-archive:FILE[:TAG] or docker-archive:FILE[:TAG].", valueName: "image"))
+    var fromOCI: String?
+
     @Argument(help: ArgumentHelp("Directory or tar archive to commit.", valueName: "source"))
-    var source: String
+    var source: String?
 
     func validate() throws {
+        switch (source, fromOCI) {
+        case (nil, nil): throw ValidationError("give a directory or tar archive to commit, or --from-oci IMAGE")
+        case (_?, _?): throw ValidationError("give either a directory or tar archive, or --from-oci IMAGE, not both")
+        default: break
+        }
         for m in addMetadata { _ = try keyValue(m, option: "--add-metadata") }
         for m in addMetadataString { _ = try keyValue(m, option: "--add-metadata-string") }
         do {
@@ -153,7 +164,8 @@ struct CommitCommand: ParsableCommand {
                 signedWith.append("GPG key \(id)")
             }
         } }
-        let result = try repository.commit(source: source, options: options)
+        let result = try fromOCI.map { try repository.commit(oci: $0, options: options) }
+            ?? repository.commit(source: source!, options: options)
         progress?.finish()
         if result.skippedSpecialCount > 0 {
             Terminal.warning("left out \(result.skippedSpecialCount) device node(s), fifo(s) or socket(s), e.g. \(result.skippedSpecial.first!)")
