@@ -244,16 +244,7 @@ extension Repository {
                 if firstEtc == nil, path == "/etc" || path.hasPrefix("/etc/") { firstEtc = name }
                 if path == "/usr/etc" || path.hasPrefix("/usr/etc/") { hasUsrEtc = true }
                 if keepXattrs {
-                    var list: [Xattr] = []
-                    archive_entry_xattr_reset(entry)
-                    var xname: UnsafePointer<CChar>? = nil
-                    var value: UnsafeRawPointer? = nil
-                    var size = 0
-                    while archive_entry_xattr_next(entry, &xname, &value, &size) == ARCHIVE_OK {
-                        guard let xname else { continue }
-                        let v = value.map { Array(UnsafeRawBufferPointer(start: $0, count: size)) } ?? []
-                        list.append(Xattr(name: Array(String(cString: xname).utf8), value: v))
-                    }
+                    let list = archiveEntryXattrs(entry)
                     if !list.isEmpty { xattrs[path] = list }
                 }
                 // Skipping reads or seeks past the data, which is what finds a member cut short.
@@ -288,4 +279,20 @@ extension Repository {
         let parts = raw.split(separator: "/", omittingEmptySubsequences: true).filter { $0 != "." }
         return "/" + parts.joined(separator: "/")
     }
+}
+
+/// An archive entry's xattrs (PAX `SCHILY.xattr.*` and the like), names as
+/// libarchive gives them, values as bytes, in the archive's order.
+func archiveEntryXattrs(_ entry: OpaquePointer?) -> [Xattr] {
+    var list: [Xattr] = []
+    archive_entry_xattr_reset(entry)
+    var name: UnsafePointer<CChar>? = nil
+    var value: UnsafeRawPointer? = nil
+    var size = 0
+    while archive_entry_xattr_next(entry, &name, &value, &size) == ARCHIVE_OK {
+        guard let name else { continue }
+        let v = value.map { Array(UnsafeRawBufferPointer(start: $0, count: size)) } ?? []
+        list.append(Xattr(name: Array(UnsafeRawBufferPointer(start: name, count: strlen(name))), value: v))
+    }
+    return list
 }

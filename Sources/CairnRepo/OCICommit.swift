@@ -314,19 +314,11 @@ final class OCITreeBuilder {
         node.mode = UInt32(archive_entry_perm(entry)) & 0o7777
         node.xattrs = []
         guard keepXattrs else { return }
-        archive_entry_xattr_reset(entry)
-        var xname: UnsafePointer<CChar>? = nil
-        var value: UnsafeRawPointer? = nil
-        var size = 0
-        while archive_entry_xattr_next(entry, &xname, &value, &size) == ARCHIVE_OK {
-            guard let xname else { continue }
-            let n = Self.bytes(xname)
-            // Overlay bookkeeping of the build host and NFSv4 ACLs say
-            // nothing of the image (umoci leaves them out too);
-            // security.capability and SELinux labels are kept.
-            if n.starts(with: Array("trusted.overlay.".utf8)) || n == Array("system.nfs4_acl".utf8) { continue }
-            let v = value.map { Array(UnsafeRawBufferPointer(start: $0, count: size)) } ?? []
-            node.xattrs.append(Xattr(name: n, value: v))
+        // Overlay bookkeeping of the build host and NFSv4 ACLs say nothing
+        // of the image (umoci leaves them out too); security.capability and
+        // SELinux labels are kept.
+        node.xattrs = archiveEntryXattrs(entry).filter { x in
+            !x.name.starts(with: Array("trusted.overlay.".utf8)) && x.name != Array("system.nfs4_acl".utf8)
         }
         // One order whatever the layer's: by name.
         node.xattrs.sort { $0.name.lexicographicallyPrecedes($1.name) }
