@@ -516,7 +516,9 @@ verdict broken-kernel-rollback "three refused boots and the fallback: ${fallback
 
 # ---- power-cut-staged: QEMU killed while staging, or while finalizing at shutdown ----
 # Odd runs cut a random moment of `switch --stage` (window: the measured
-# staging); even runs a random moment between the shutdown's finalization's
+# in-VM deploy, the same work after the pull; the staging measured in
+# stage-finalize includes its pull, and cuts within it came after
+# power-off); even runs a random moment between the shutdown's finalization's
 # first line and power-off (window: as measured in stage-finalize).
 stage_cuts=${CAIRN_VM_STAGE_CUTS:-$([[ $full == --full ]] && echo 10 || echo 3)}
 # No sleep: the shutdown that follows finalizes.
@@ -526,7 +528,7 @@ old=4 new=4 how=""
 for run in $(seq 1 $((stage_cuts + 1))); do
     if [[ $run -le $stage_cuts ]]; then
         if (( run % 2 )); then
-            delay=$(cut_delay "$((seed + 100 + run))" "$stage_seconds")
+            delay=$(cut_delay "$((seed + 100 + run))" "$deploy_seconds")
             marker="CAIRN-AGENT| CUT-NOW" this="staging"
         else
             delay=$(cut_delay "$((seed + 100 + run))" "$finalize_window")
