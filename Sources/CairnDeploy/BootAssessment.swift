@@ -298,7 +298,7 @@ extension Sysroot {
         try writeRecord(StateRecords.fallback, f)
         if demote {
             var list = state.deployments
-            if let b = list.firstIndex(where: { $0.stateroot == booted.stateroot && $0.name == booted.name }) {
+            if let b = list.firstIndex(where: { $0.isSame(as: booted) }) {
                 let d = list.remove(at: b)
                 list.insert(d, at: 0)
                 try writeBootSet(list)

@@ -284,7 +284,7 @@ extension Sysroot {
         var list = state.deployments
         list.insert(deployment, at: notAsDefault && !list.isEmpty ? 1 : 0)
         let kept = retained(list, new: deployment, state: state)
-        let removed = list.filter { d in !kept.contains { $0.name == d.name && $0.stateroot == d.stateroot } }
+        let removed = list.filter { d in !kept.contains { $0.isSame(as: d) } }
         do { try writeBootSet(kept) } catch {
             // Not switched: the new deployment is referenced by nothing, and goes.
             if (try? currentBootVersion()) == state.bootVersion { try? removeDeploymentFiles(deployment) }
@@ -312,7 +312,7 @@ extension Sysroot {
     func retained(_ list: [Deployment], new deployment: Deployment, state: SysrootState) -> [Deployment] {
         let stateroot = deployment.stateroot
         let bootedHere = state.bootedIndex.map { state.deployments[$0] }.flatMap { $0.stateroot == stateroot ? $0 : nil }
-        func same(_ a: Deployment?, _ b: Deployment) -> Bool { a.map { $0.stateroot == b.stateroot && $0.name == b.name } ?? false }
+        func same(_ a: Deployment?, _ b: Deployment) -> Bool { a?.isSame(as: b) ?? false }
         let lastGood = bootedHere.flatMap { $0.bootCounter == nil ? $0 : nil }
             ?? list.first { $0.stateroot == stateroot && $0.bootCounter == nil && !same(deployment, $0) }
         var kept: [Deployment] = []

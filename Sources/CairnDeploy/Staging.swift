@@ -109,7 +109,7 @@ extension Sysroot {
         }
         guard let staged = record else { return nil }
         let d = staged.deployment
-        let live = state.deployments.contains { $0.stateroot == d.stateroot && $0.name == d.name }
+        let live = state.lists(d)
         if !live { try removeDeploymentFiles(d) }
         try removeRecord(StateRecords.staged)
         return live ? nil : d
@@ -135,7 +135,7 @@ extension Sysroot {
             guard let staged = try stagedDeployment() else { return .nothingStaged }
             let state = try loadState()
             var d = staged.deployment
-            if state.deployments.contains(where: { $0.stateroot == d.stateroot && $0.name == d.name }) {
+            if state.lists(d) {
                 // Switched already, by a finalization cut short before it removed the record.
                 try removeRecord(StateRecords.staged)
                 return .nothingStaged
@@ -161,7 +161,7 @@ extension Sysroot {
                 try removeRecord(StateRecords.staged)
                 return .finalized(d, removed: removed, etc: etc)
             } catch {
-                let switched = (try? loadState())?.deployments.contains { $0.stateroot == d.stateroot && $0.name == d.name } ?? true
+                let switched = (try? loadState())?.lists(d) ?? true
                 if switched {
                     // Finalized: what failed came after the switch (removing a retired deployment).
                     try? removeRecord(StateRecords.staged)

@@ -33,6 +33,9 @@ public struct Deployment: Sendable {
     public var relativePath: String { "ostree/deploy/\(stateroot)/deploy/\(name)" }
     public var pinned: Bool { origin.value(section: "libostree-transient", key: "pinned") == "true" }
     public var refspec: String? { origin.value(section: "origin", key: "refspec") }
+
+    /// The same deployment (stateroot and `<commit>.<serial>`), whatever its entry holds.
+    public func isSame(as other: Deployment) -> Bool { stateroot == other.stateroot && name == other.name }
 }
 
 /// An ostree origin file (a GLib key file), kept line by line so that what
@@ -103,6 +106,9 @@ public struct SysrootState: Sendable {
     public var esp: String?
     public var deployments: [Deployment]
     public var bootedIndex: Int?
+
+    /// Whether the boot set names `d`.
+    public func lists(_ d: Deployment) -> Bool { deployments.contains { $0.isSame(as: d) } }
 }
 
 /// A physical root in ostree's layout (interop spec section 4).

@@ -274,7 +274,7 @@ struct StatusCommand: ParsableCommand {
             do { return try read() } catch { Terminal.warning("\(error)"); return nil }
         }
         let staged = record(s.stagedDeployment).flatMap { st in
-            state.deployments.contains { $0.stateroot == st.deployment.stateroot && $0.name == st.deployment.name } ? nil : st
+            state.lists(st.deployment) ? nil : st
         }
         let finalizeFailure = record(s.finalizeFailure)
         // A fallback is news while the deployment it booted is running.
