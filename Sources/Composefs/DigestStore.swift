@@ -7,7 +7,14 @@ import CairnSystem
 import CCairnShim
 
 /// A store of backing objects named by fs-verity digest (spec §12), as
-/// `mkcomposefs --digest-store=DIR` fills it.
+/// `mkcomposefs --digest-store=DIR` fills it: ROOT/xx/<62 hex>, mode 0644.
+/// Any number of images can share one store; `collectGarbage` removes what
+/// none of them names.
+///
+/// cairn's writers hold a shared flock on the store's directory while they
+/// add objects and write the image naming them, and the collector an
+/// exclusive one, so a collection never removes an object an image being
+/// made is about to name. (mkcomposefs takes no lock.)
 public struct DigestStore: Sendable {
     public let root: [UInt8]
 
@@ -19,28 +26,14 @@ public struct DigestStore: Sendable {
         root + [0x2f] + Composefs.objectPath(forDigest: digest)
     }
 
-    /// Copies the file at `source` into the store unless the object exists:
-    /// temp file in the store root, chmod 0644, fsync, try to enable
-    /// fs-verity (errors ignored, as mkcomposefs does), then rename.
+    /// Prefix of the temporary files objects are written to before they
+    /// are renamed to their digest.
+    static let temporaryPrefix = Array(".tmp".utf8)
+
+    /// Copies the file at `source` into the store unless the object exists.
     public func store(source: [UInt8], digest: [UInt8]) throws {
-        let target = objectPath(digest)
-        if FileSystem.exists(target) { return }
-        let dir = root + [0x2f] + Array(hexEncode([digest[0]]))
-        if !FileSystem.exists(dir) {
-            do { try FileSystem.makeDirectory(dir, mode: 0o755) } catch let e as SystemError where e.errno == EEXIST {}
-        }
-        var template = root + Array("/.tmpXXXXXX".utf8) + [0]
-        let fd = template.withUnsafeMutableBufferPointer { b in
-            b.withMemoryRebound(to: CChar.self) { mkstemp($0.baseAddress!) }
-        }
-        guard fd >= 0 else { throw SystemError.current("mkstemp", path: root) }
-        let tmpPath = Array(template.dropLast())
-        let out = FileDescriptor(rawValue: fd)
-        var renamed = false
-        defer {
-            out.close()
-            if !renamed { _ = try? FileSystem.unlink(tmpPath) }
-        }
+        if FileSystem.exists(objectPath(digest)) { return }
+        let object = try DigestStoreObject(store: self)
         let src = try FileDescriptor.open(source, O_RDONLY)
         try src.closeAfter {
             let buf = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 20, alignment: 4096)
@@ -48,17 +41,168 @@ public struct DigestStore: Sendable {
             while true {
                 let n = try src.read(into: buf)
                 if n == 0 { break }
-                try out.write(UnsafeRawBufferPointer(rebasing: buf[0..<n]))
+                try object.file.write(UnsafeRawBufferPointer(rebasing: buf[0..<n]))
             }
         }
-        guard fchmod(fd, 0o644) == 0 else { throw SystemError.current("fchmod", path: tmpPath) }
-        try out.sync()
-        // Verity needs a read-only descriptor: reopen it.
-        if let ro = try? FileDescriptor.open(tmpPath, O_RDONLY) {
+        try object.install(as: digest)
+    }
+
+    /// Takes the store's lock: shared to add objects, exclusive to collect.
+    /// The store directory is made if missing. Released when the returned
+    /// descriptor is closed.
+    public func lock(exclusive: Bool) throws -> FileDescriptor {
+        if !FileSystem.exists(root) {
+            do { try FileSystem.makeDirectory(root, mode: 0o755) } catch let e as SystemError where e.errno == EEXIST {}
+        }
+        let dir = try FileDescriptor.open(root, O_RDONLY | O_DIRECTORY)
+        guard retryingEINTR({ flock(dir.rawValue, exclusive ? LOCK_EX : LOCK_SH) }) == 0 else {
+            let e = SystemError.current("flock", path: root)
+            dir.close()
+            throw e
+        }
+        return dir
+    }
+}
+
+/// One object being added to a store: written to a temporary file in the
+/// store's root, then, under its digest, chmod 0644, fsync, fs-verity
+/// enabled where the filesystem can (errors ignored, as mkcomposefs does)
+/// and renamed into place. An object never finished is removed.
+public final class DigestStoreObject {
+    let store: DigestStore
+    let file: FileDescriptor
+    private let temporaryPath: [UInt8]
+    private let hasher = FsVerityHasher()
+    private var closed = false
+
+    public init(store: DigestStore) throws {
+        self.store = store
+        var template = store.root + [0x2f] + DigestStore.temporaryPrefix + Array("XXXXXX".utf8) + [0]
+        let fd = template.withUnsafeMutableBufferPointer { b in
+            b.withMemoryRebound(to: CChar.self) { mkstemp($0.baseAddress!) }
+        }
+        guard fd >= 0 else { throw SystemError.current("mkstemp", path: store.root) }
+        temporaryPath = Array(template.dropLast())
+        file = FileDescriptor(rawValue: fd)
+    }
+
+    deinit { discard() }
+
+    /// Appends bytes to the object, hashing them on the way.
+    public func write(_ bytes: UnsafeRawBufferPointer) throws {
+        hasher.update(bytes)
+        try file.write(bytes)
+    }
+
+    /// Bytes written so far.
+    public var size: UInt64 { hasher.count }
+
+    /// Puts what was written in the store under its fs-verity digest (or
+    /// drops it if the store has that object already); returns the digest.
+    public func finish() throws -> [UInt8] {
+        let digest = hasher.finalize()
+        try install(as: digest)
+        return digest
+    }
+
+    func install(as digest: [UInt8]) throws {
+        defer { discard() }
+        let target = store.objectPath(digest)
+        if FileSystem.exists(target) { return }
+        let dir = store.root + [0x2f] + Array(hexEncode([digest[0]]))
+        if !FileSystem.exists(dir) {
+            do { try FileSystem.makeDirectory(dir, mode: 0o755) } catch let e as SystemError where e.errno == EEXIST {}
+        }
+        guard fchmod(file.rawValue, 0o644) == 0 else { throw SystemError.current("fchmod", path: temporaryPath) }
+        try file.sync()
+        // Verity wants no writer open: close ours, enable it on a read-only descriptor.
+        file.close()
+        closed = true
+        if let ro = try? FileDescriptor.open(temporaryPath, O_RDONLY) {
             _ = cairn_enable_verity(ro.rawValue)
             ro.close()
         }
-        try FileSystem.rename(tmpPath, to: target)
-        renamed = true
+        try FileSystem.rename(temporaryPath, to: target)
+    }
+
+    private func discard() {
+        if !closed { file.close(); closed = true }
+        _ = try? FileSystem.unlink(temporaryPath)  // ENOENT once renamed
+    }
+}
+
+/// What a collection found and did.
+public struct DigestStoreCollection: Sendable {
+    /// Objects removed (or, with a dry run, that would be), as "xx/<62 hex>", with their sizes.
+    public var removed: [(object: [UInt8], size: Int64)] = []
+    /// Objects the images name that the store has.
+    public var kept = 0
+    /// Objects the images name that the store lacks.
+    public var missing: [[UInt8]] = []
+    /// Temporary files of writes that never finished, removed.
+    public var temporaries: [[UInt8]] = []
+
+    public var removedBytes: Int64 { removed.reduce(0) { $0 + $1.size } }
+}
+
+extension DigestStore {
+    /// The object name ("xx/<62 lowercase hex>") a payload of an image
+    /// names, or nil if it is not the name of a digest store's object.
+    public static func objectName(ofPayload payload: [UInt8]) -> [UInt8]? {
+        var p = payload[...]
+        if p.first == 0x2f { p = p.dropFirst() }
+        guard p.count == 65, p[p.startIndex + 2] == 0x2f else { return nil }
+        for (i, c) in p.enumerated() where i != 2 {
+            guard (0x30...0x39).contains(c) || (0x61...0x66).contains(c) else { return nil }
+        }
+        return Array(p)
+    }
+
+    private static func isHex(_ name: [UInt8], count: Int) -> Bool {
+        name.count == count && name.allSatisfy { (0x30...0x39).contains($0) || (0x61...0x66).contains($0) }
+    }
+
+    /// Removes every object no name in `keep` ("xx/<62 hex>") refers to,
+    /// under the store's exclusive lock, and temporary files of writes
+    /// untouched for `temporaryAge` seconds (cairn's writers hold the lock,
+    /// so theirs are stale; mkcomposefs's may be in progress). Only
+    /// entries shaped like objects are considered; nothing is followed
+    /// through a symlink; with `dryRun` nothing is removed.
+    public func collectGarbage(keep: Set<[UInt8]>, dryRun: Bool, temporaryAge: Int64 = 3600) throws -> DigestStoreCollection {
+        let root = try lock(exclusive: true)
+        defer { root.close() }
+        var result = DigestStoreCollection()
+        var found = Set<[UInt8]>()
+        let now = Int64(time(nil))
+        for (name, _) in try FileSystem.directoryEntriesWithTypes([0x2e], relativeTo: root) {
+            let st = try FileSystem.lstat(name, relativeTo: root)
+            if name.starts(with: Self.temporaryPrefix) {
+                if st.st_mode & S_IFMT == S_IFREG, now - Int64(st.st_mtim.tv_sec) >= temporaryAge {
+                    result.temporaries.append(name)
+                    if !dryRun { try FileSystem.unlink(name, relativeTo: root) }
+                }
+                continue
+            }
+            guard Self.isHex(name, count: 2), st.st_mode & S_IFMT == S_IFDIR else { continue }
+            let sub: FileDescriptor
+            do { sub = try root.openDirectory(name) } catch let e as SystemError where e.errno == ELOOP || e.errno == ENOTDIR { continue }
+            try sub.closeAfter {
+                for (entry, _) in try FileSystem.directoryEntriesWithTypes([0x2e], relativeTo: sub) where Self.isHex(entry, count: 62) {
+                    let est = try FileSystem.lstat(entry, relativeTo: sub)
+                    guard est.st_mode & S_IFMT == S_IFREG else { continue }
+                    let object = name + [0x2f] + entry
+                    if keep.contains(object) {
+                        found.insert(object)
+                        continue
+                    }
+                    result.removed.append((object, Int64(est.st_size)))
+                    if !dryRun { try FileSystem.unlink(entry, relativeTo: sub) }
+                }
+            }
+        }
+        result.kept = found.count
+        result.missing = keep.subtracting(found).sorted { $0.lexicographicallyPrecedes($1) }
+        result.removed.sort { $0.object.lexicographicallyPrecedes($1.object) }
+        return result
     }
 }

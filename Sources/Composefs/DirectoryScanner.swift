@@ -32,7 +32,8 @@ public struct DirectoryScanOptions: Sendable {
 /// as mkcomposefs does); regular files get their fs-verity digest and the
 /// payload `xx/<62 hex>`, and files of at most 64 bytes are inlined.
 public enum DirectoryScanner {
-    static let maxInline = 64
+    /// Files of at most this many bytes are kept in the image, not in an object.
+    public static let maxInline = 64
 
     public static func scan(_ source: [UInt8], options: DirectoryScanOptions = .init()) throws -> ComposefsTree {
         func io(_ e: SystemError) -> ComposefsError { ComposefsError(.io, e.description, path: e.path) }

@@ -308,3 +308,16 @@ public struct ComposefsTree: Sendable {
         children[i].sorted { bytesLess(names[Int($0)], names[Int($1)]) }
     }
 }
+
+extension ComposefsTree {
+    /// The backing objects the image refers to (payloads of regular files
+    /// not stored inline), sorted, each once.
+    public func backingObjects() -> [[UInt8]] {
+        var seen = Set<[UInt8]>()
+        for i in 0..<count where !isHardlink(i) {
+            let n = self[i]
+            if n.isRegular, n.content == nil, let p = n.payload, !p.isEmpty { seen.insert(p) }
+        }
+        return seen.sorted { $0.lexicographicallyPrecedes($1) }
+    }
+}

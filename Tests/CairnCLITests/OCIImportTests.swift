@@ -186,6 +186,133 @@ final class OCIImportTests: CairnTestCase {
         XCTAssertEqual(try contentObjects(repo).count, try contentObjects(peer).count)
     }
 
+    // MARK: Composefs images over one digest store
+
+    /// The store's files ("xx/<62 hex>"), sorted.
+    func storeObjects(_ store: String) throws -> [String] {
+        try TestSupport.sh("cd '\(store)' && find . -mindepth 2 -type f | sort").split(separator: "\n").map(String.init)
+    }
+
+    /// `image create --from-oci` gives, for every source, the bytes and
+    /// the store that `image create --from-dir` (mkcomposefs's bytes) gives
+    /// for what umoci unpacks, mtimes included; the image mounts and reads.
+    func testComposefsImageOfEverySourceIsMkcomposefsOfTheUnpackedImage() throws {
+        try requireTools()
+        try buildImage()
+        try TestSupport.sh("cd '\(dir)' && umoci unpack --image layout:v1 bundle >/dev/null")
+        try cairn(["image", "create", "--from-dir", dir + "/bundle/rootfs", "--digest-store", dir + "/peer-store", dir + "/peer.cfs"])
+        let peer = try Data(contentsOf: URL(fileURLWithPath: dir + "/peer.cfs"))
+        let peerObjects = try storeObjects(dir + "/peer-store")
+        XCTAssertEqual(peerObjects.count, 1, "the fixture's one file above the inline limit")
+        let store = dir + "/store"
+        for (i, source) in ["oci:\(dir)/layout", "oci-archive:\(dir)/image.oci.tar", "oci-archive:\(dir)/skopeo.oci.tar:v1",
+                            "docker-archive:\(dir)/image.docker.tar"].enumerated() {
+            let out = "\(dir)/img\(i).cfs"
+            let r = try cairn(["image", "create", "--from-oci", source, "--digest-store", store, "--print-digest", out])
+            XCTAssertEqual(try Data(contentsOf: URL(fileURLWithPath: out)), peer, "image of \(source)")
+            XCTAssertEqual(r.stdout.trimmingCharacters(in: .whitespacesAndNewlines), try cairn(["image", "digest", out]).stdout.trimmingCharacters(in: .whitespacesAndNewlines))
+            XCTAssertEqual(try storeObjects(store), peerObjects, "store after \(source)")
+        }
+        // Each object is named by its fs-verity digest, mode 0644, and no
+        // temporary file is left.
+        for object in try storeObjects(store) {
+            let path = store + "/" + object.dropFirst(2)
+            XCTAssertEqual(try cairn(["image", "digest", path]).stdout.trimmingCharacters(in: .whitespacesAndNewlines),
+                           object.dropFirst(2).replacingOccurrences(of: "/", with: ""))
+            XCTAssertEqual(try FileManager.default.attributesOfItem(atPath: path)[.posixPermissions] as? Int, 0o644)
+        }
+        XCTAssertEqual(try TestSupport.sh("cd '\(store)' && find . -maxdepth 1 -name '.tmp*'"), "")
+        // --use-epoch and the xattr options mean what they mean for --from-dir.
+        for flags in [["--use-epoch"], ["--skip-xattrs"], ["--user-xattrs"]] {
+            try cairn(["image", "create", "--from-dir", dir + "/bundle/rootfs", "--digest-store", dir + "/peer-store"] + flags + [dir + "/p.cfs"])
+            try cairn(["image", "create", "--from-oci", "oci:\(dir)/layout", "--digest-store", store] + flags + [dir + "/o.cfs"])
+            XCTAssertEqual(try Data(contentsOf: URL(fileURLWithPath: dir + "/o.cfs")), try Data(contentsOf: URL(fileURLWithPath: dir + "/p.cfs")), "\(flags)")
+        }
+        // Mounted over the store, the image reads as the image's files.
+        try TestSupport.require(tool: "unshare")
+        let read = try TestSupport.run("unshare", ["-m", "/bin/sh", "-c", """
+            set -e; mkdir -p '\(dir)/mnt'
+            '\(cairnPath)' image mount --basedir '\(store)' '\(dir)/img0.cfs' '\(dir)/mnt'
+            cat '\(dir)/mnt/usr/lib/plugins'; cmp '\(dir)/mnt/usr/share/doc/blob' '\(dir)/bundle/rootfs/usr/share/doc/blob' && echo same
+            umount '\(dir)/mnt'
+            """])
+        XCTAssertEqual(read.stdout, "now a file\nsame\n", read.stderr)
+
+        let usage = try cairn(["image", "create", "--from-oci", "oci:\(dir)/layout", dir + "/x.cfs"], expect: 2)
+        XCTAssertTrue(usage.stderr.contains("--from-oci needs --digest-store"), usage.stderr)
+    }
+
+    /// `image gc` removes exactly the objects no named image refers to,
+    /// lists them first with --dry-run, leaves alone what is not an object
+    /// and what lies behind a symlink, and waits for a writer's lock.
+    func testImageGCKeepsWhatTheNamedImagesUse() throws {
+        try requireTools()
+        try buildImage()
+        let changed = "\(dir)/layer3.tar"
+        try TestSupport.sh("""
+            cd '\(dir)' && mkdir -p l3/usr/share/doc && head -c 70000 /dev/urandom > l3/usr/share/doc/only-in-v2 && tar --format=pax -C l3 -cf layer3.tar usr
+            python3 '\(script)' add-layer '\(dir)/layout' v1 v2 '\(changed)' gzip
+            """)
+        let store = dir + "/store"
+        let (a, b) = (dir + "/a.cfs", dir + "/b.cfs")
+        try cairn(["image", "create", "--from-oci", "oci:\(dir)/layout:v1", "--digest-store", store, a])
+        try cairn(["image", "create", "--from-oci", "oci:\(dir)/layout:v2", "--digest-store", store, b])
+        func objects(_ image: String) throws -> Set<String> {
+            Set(try cairn(["image", "objects", image]).stdout.split(separator: "\n").map(String.init))
+        }
+        let onlyB = try objects(b).subtracting(try objects(a))
+        XCTAssertEqual(onlyB.count, 1)
+        // Things gc must leave: a file that is no object, an object-named
+        // file behind a symlinked "directory", a fresh temporary file.
+        let outside = dir + "/outside/ab"
+        let hex62 = String(repeating: "0", count: 62)
+        try TestSupport.sh("""
+            mkdir -p '\(outside)' && echo keep > '\(outside)/\(hex62)' && ln -s '\(outside)' '\(store)/ab'
+            echo notes > '\(store)/README' && echo partial > '\(store)/.tmpFresh1' && echo stale > '\(store)/.tmpStale1'
+            touch -d '2 hours ago' '\(store)/.tmpStale1'
+            """)
+        let before = try TestSupport.sh("cd '\(store)' && find . | sort")
+
+        let dry = try cairn(["image", "gc", "--digest-store", store, "--dry-run", a])
+        XCTAssertEqual(try TestSupport.sh("cd '\(store)' && find . | sort"), before, "a dry run removed something")
+        XCTAssertTrue(dry.stdout.contains("would remove \(onlyB.first!) (70000 bytes)"), dry.stdout)
+        XCTAssertTrue(dry.stdout.contains("would remove .tmpStale1 (unfinished write)") && !dry.stdout.contains("tmpFresh1"), dry.stdout)
+        XCTAssertTrue(dry.stdout.contains("would remove 1 object(s), 70000 bytes;"), dry.stdout)
+
+        let gc = try cairn(["image", "gc", "--digest-store", store, a])
+        XCTAssertTrue(gc.stdout.contains("removed 1 object(s), 70000 bytes; \(try objects(a).count) object(s) in use; removed 1 unfinished write(s)"), gc.stdout)
+        XCTAssertEqual(try cairn(["image", "missing-objects", "--basedir", store, a]).stdout, "")
+        XCTAssertEqual(Set(try cairn(["image", "missing-objects", "--basedir", store, b]).stdout.split(separator: "\n").map(String.init)), onlyB)
+        XCTAssertEqual(try TestSupport.sh("cat '\(outside)/\(hex62)' '\(store)/README' '\(store)/.tmpFresh1'"), "keep\nnotes\npartial\n")
+        XCTAssertFalse(FileManager.default.fileExists(atPath: store + "/.tmpStale1"))
+        // With both images named nothing goes; the missing object is reported.
+        let both = try cairn(["image", "gc", "--digest-store", store, a, b])
+        XCTAssertTrue(both.stdout.contains("removed 0 object(s), 0 bytes"), both.stdout)
+        XCTAssertTrue(both.stderr.contains("1 object(s) the images refer to are missing"), both.stderr)
+
+        // Bad input removes nothing: a file that is no image, an image whose
+        // files are not store objects (ostree's, over objects/), no image.
+        try cairn(["image", "create", "--from-oci", "oci:\(dir)/layout:v2", "--digest-store", store, b])
+        let full = try TestSupport.sh("cd '\(store)' && find . | sort")
+        try TestSupport.sh("echo junk > '\(dir)/junk.cfs'")
+        assertOneLineError(try cairn(["image", "gc", "--digest-store", store, a, dir + "/junk.cfs"], expect: 1), contains: "junk.cfs")
+        let repo = dir + "/r"
+        try cairn(["init", "--repo", repo])
+        try cairn(["commit", "--repo", repo, "-b", "os", "--from-oci", "oci:\(dir)/layout:v1"])
+        try cairn(["image", "create", "--repo", repo, "--from-commit", "os", dir + "/ostree.cfs"])
+        let foreign = try cairn(["image", "gc", "--digest-store", store, a, dir + "/ostree.cfs"], expect: 1)
+        assertOneLineError(foreign, contains: "not an object of a digest store")
+        try cairn(["image", "gc", "--digest-store", store], expect: 2)
+        XCTAssertEqual(try TestSupport.sh("cd '\(store)' && find . | sort"), full)
+
+        // A writer's shared lock holds the collection back until it is released.
+        try TestSupport.require(tool: "flock")
+        let start = Date()
+        let held = try TestSupport.sh("flock -s '\(store)' sh -c 'sleep 2' & sleep 0.3; '\(cairnPath)' image gc --digest-store '\(store)' '\(a)'; wait")
+        XCTAssertGreaterThan(Date().timeIntervalSince(start), 1.9, held)
+        XCTAssertTrue(held.contains("removed 1 object(s), 70000 bytes"), held)
+    }
+
     // MARK: Bad input
 
     /// Refused with one `cairn: error:` line naming each of `texts`; the
@@ -268,6 +395,19 @@ final class OCIImportTests: CairnTestCase {
         let cutDir = String(cut.dropFirst(4).dropLast(4))
         try TestSupport.sh("python3 '\(script)' break '\(cutDir)' bad cut truncate-tar 3 60000")
         try assertRefused("oci:\(cutDir):cut", repo: repo, naming: ["layer 3 of 3 (sha256:", "entry 'usr/big'", "runcated"])
+
+        // The same refusals from `image create --from-oci`: no image written,
+        // no temporary file left in the store.
+        let store = dir + "/store"
+        for (source, texts) in [(try broken("break", "truncate-blob 2"), ["layer 2 of 2 (sha256:", "truncated"]),
+                                ("oci:\(flippedDir):worse", ["the blob has digest sha256:"]),
+                                ("oci:\(cutDir):cut", ["entry 'usr/big'", "runcated"]),
+                                (try hostile("up2", "add('usr/../../etc/evil', data=b'x')"), ["entry 'usr/../../etc/evil'", "'..'"])] {
+            let r = try cairn(["image", "create", "--from-oci", source, "--digest-store", store, dir + "/bad.cfs"], expect: 1)
+            for text in texts { assertOneLineError(r, contains: text) }
+            XCTAssertFalse(FileManager.default.fileExists(atPath: dir + "/bad.cfs"), source)
+            XCTAssertEqual(try TestSupport.sh("cd '\(store)' && find . -maxdepth 1 -name '.tmp*'"), "", source)
+        }
 
         // A whiteout of what never was is no error (runtimes ignore it).
         let absent = try hostile("absent", "add('usr/.wh.nothing-here')\nadd('nowhere/at/.wh.all')")

@@ -9,7 +9,7 @@ struct ImageCommand: ParsableCommand {
         commandName: "image",
         abstract: "Create, inspect and mount composefs images.",
         subcommands: [ImageCreate.self, ImageDigest.self, ImageDump.self, ImageLs.self, ImageObjects.self,
-                      ImageMissingObjects.self, ImageMount.self]
+                      ImageMissingObjects.self, ImageGC.self, ImageMount.self]
     )
 }
 
@@ -78,8 +78,8 @@ func listingLine(type: Character, mode: UInt32, uid: UInt32, gid: UInt32, size: 
 struct ImageCreate: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "create",
-        abstract: "Write the composefs image of a directory, a dump file or a commit.",
-        discussion: "Options mean what the same options of mkcomposefs mean; the bytes equal mkcomposefs 1.0.8's. --from-commit writes the image ostree writes for a deployment (.ostree.cfs)."
+        abstract: "Write the composefs image of a directory, an OCI image, a dump file or a commit.",
+        discussion: "Options mean what the same options of mkcomposefs mean; the bytes equal mkcomposefs 1.0.8's. --from-commit writes the image ostree writes for a deployment (.ostree.cfs). --from-oci applies the image's layers in memory and streams each file into the --digest-store, so many images share one copy of each file; the image equals mkcomposefs's of the unpacked image."
     )
 
     @OptionGroup var repo: RepoOptions
@@ -93,19 +93,22 @@ struct ImageCreate: ParsableCommand {
     @Option(name: .customLong("from-commit"), help: ArgumentHelp("Build the image of this commit of --repo, as ostree does.", valueName: "rev"))
     var fromCommit: String?
 
-    @Option(name: .customLong("digest-store"), help: ArgumentHelp("With --from-dir: copy regular files into this store of backing objects named by fs-verity digest.", valueName: "dir"))
+    @Option(name: .customLong("from-oci"), help: ArgumentHelp("Apply the layers of this OCI image: oci:DIR[:TAG], oci-archive:FILE[:TAG] or docker-archive:FILE[:TAG] (needs --digest-store).", valueName: "source"))
+    var fromOCI: String?
+
+    @Option(name: .customLong("digest-store"), help: ArgumentHelp("With --from-dir or --from-oci: put regular files into this store of backing objects named by fs-verity digest.", valueName: "dir"))
     var digestStore: String?
 
     @Flag(name: .customLong("use-epoch"), help: "Write every mtime as 0.")
     var useEpoch = false
 
-    @Flag(name: .customLong("skip-xattrs"), help: "With --from-dir: leave out extended attributes.")
+    @Flag(name: .customLong("skip-xattrs"), help: "With --from-dir or --from-oci: leave out extended attributes.")
     var skipXattrs = false
 
-    @Flag(name: .customLong("user-xattrs"), help: "With --from-dir: keep only user.* extended attributes.")
+    @Flag(name: .customLong("user-xattrs"), help: "With --from-dir or --from-oci: keep only user.* extended attributes.")
     var userXattrs = false
 
-    @Flag(name: .customLong("skip-devices"), help: "With --from-dir: leave out device nodes.")
+    @Flag(name: .customLong("skip-devices"), help: "With --from-dir or --from-oci: leave out device nodes.")
     var skipDevices = false
 
     @Option(name: .customLong("min-version"), help: ArgumentHelp("Lowest image format version (0 or 1).", valueName: "n"))
@@ -121,10 +124,13 @@ struct ImageCreate: ParsableCommand {
     var image: String
 
     func validate() throws {
-        let sources = [fromDir, fromDump, fromCommit].compactMap { $0 }
-        guard sources.count == 1 else { throw ValidationError("give exactly one of --from-dir, --from-dump, --from-commit") }
-        if digestStore != nil || skipXattrs || userXattrs || skipDevices, fromDir == nil {
-            throw ValidationError("--digest-store, --skip-xattrs, --user-xattrs and --skip-devices go with --from-dir")
+        let sources = [fromDir, fromOCI, fromDump, fromCommit].compactMap { $0 }
+        guard sources.count == 1 else { throw ValidationError("give exactly one of --from-dir, --from-oci, --from-dump, --from-commit") }
+        if digestStore != nil || skipXattrs || userXattrs || skipDevices, fromDir == nil && fromOCI == nil {
+            throw ValidationError("--digest-store, --skip-xattrs, --user-xattrs and --skip-devices go with --from-dir or --from-oci")
+        }
+        if fromOCI != nil && digestStore == nil {
+            throw ValidationError("--from-oci needs --digest-store: the image's files go there")
         }
         for v in [minVersion, maxVersion].compactMap({ $0 }) where v > 1 {
             throw ValidationError("image format versions are 0 and 1")
@@ -139,15 +145,22 @@ struct ImageCreate: ParsableCommand {
         if let dump = fromDump { return try runFromDump(dump) }
         let bytes: [UInt8]
         let options = ComposefsWriteOptions.commandLine(minVersion: minVersion, maxVersion: maxVersion, useEpoch: useEpoch)
+        let store = digestStore.map { DigestStore(root: $0) }
+        // Held until the image naming the store's new objects is written:
+        // `image gc` waits for it.
+        var lock: FileDescriptor?
+        defer { lock?.close() }
         do {
+            if let store { lock = try store.lock(exclusive: false) }
             if let dir = fromDir {
                 var scan = DirectoryScanOptions(useEpoch: useEpoch, skipXattrs: skipXattrs, userXattrsOnly: userXattrs,
-                                                skipDevices: skipDevices, digestStore: digestStore.map { DigestStore(root: $0) })
+                                                skipDevices: skipDevices, digestStore: store)
                 scan.threads = onlineProcessorCount()
-                if let store = digestStore, !FileSystem.exists(Array(store.utf8)) {
-                    try FileSystem.makeDirectory(Array(store.utf8), mode: 0o755)
-                }
                 bytes = try ImageWriter.image(of: try DirectoryScanner.scan(dir, options: scan), options: options)
+            } else if let source = fromOCI, let store {
+                var oci = OCIImageOptions()
+                (oci.useEpoch, oci.skipXattrs, oci.userXattrsOnly, oci.skipDevices) = (useEpoch, skipXattrs, userXattrs, skipDevices)
+                bytes = try ImageWriter.image(of: try OCIComposefs.tree(of: source, store: store, options: oci), options: options)
             } else {
                 let r = try repo.open()
                 bytes = try r.composefsImage(commit: try r.resolve(fromCommit!))
@@ -251,16 +264,6 @@ struct ImageLs: ParsableCommand {
     }
 }
 
-/// Backing objects an image refers to (payloads of non-inline regular files).
-func backingObjects(_ tree: ComposefsTree) -> [[UInt8]] {
-    var seen = Set<[UInt8]>()
-    for i in 0..<tree.count where !tree.isHardlink(i) {
-        let n = tree[i]
-        if n.isRegular, n.content == nil, let p = n.payload, !p.isEmpty { seen.insert(p) }
-    }
-    return seen.sorted { $0.lexicographicallyPrecedes($1) }
-}
-
 struct ImageObjects: ParsableCommand {
     static let configuration = CommandConfiguration(commandName: "objects", abstract: "List the backing objects an image refers to.")
 
@@ -268,7 +271,7 @@ struct ImageObjects: ParsableCommand {
     var image: String
 
     func run() throws {
-        Terminal.write(backingObjects(try readImage(image).tree).flatMap { $0 + [0x0a] })
+        Terminal.write(try readImage(image).tree.backingObjects().flatMap { $0 + [0x0a] })
     }
 }
 
@@ -284,7 +287,7 @@ struct ImageMissingObjects: ParsableCommand {
     func run() throws {
         let base = Array(basedir.utf8)
         guard FileSystem.exists(base) else { throw RepoError("reading \(basedir)", "no such directory") }
-        let missing = backingObjects(try readImage(image).tree).filter { p in
+        let missing = try readImage(image).tree.backingObjects().filter { p in
             let path = base + (p.first == 0x2f ? p : [0x2f] + p)
             return (try? FileSystem.lstat(path)).map { ($0.st_mode & S_IFMT) != S_IFREG } ?? true
         }
@@ -326,6 +329,59 @@ struct ImageMount: ParsableCommand {
             throw RepoError("mounting \(image) on \(mountpoint)", e.description + "; --digest needs fs-verity on the image (fsverity enable, or cairn post-copy for a sysroot)")
         } catch let e as ComposefsError {
             throw RepoError("mounting \(image) on \(mountpoint)", e.description)
+        }
+    }
+}
+
+struct ImageGC: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "gc",
+        abstract: "Remove the objects of a digest store that none of the given images refers to.",
+        discussion: "Every image that should keep its objects must be named: an object no named image refers to is removed. Waits for cairn commands adding to the store (they hold its lock) and refuses an image whose files are not objects of a digest store. Temporary files of writes that ended an hour or more ago are removed too."
+    )
+
+    @Option(name: .customLong("digest-store"), help: ArgumentHelp("The store of backing objects, as image create --digest-store fills it.", valueName: "dir"))
+    var digestStore: String
+
+    @Flag(name: .customLong("dry-run"), help: "List what would be removed; remove nothing.")
+    var dryRun = false
+
+    @Argument(help: ArgumentHelp("The images whose objects stay.", valueName: "image"))
+    var images: [String] = []
+
+    func validate() throws {
+        if images.isEmpty { throw ValidationError("name the images whose objects stay (with none, every object would go)") }
+    }
+
+    func run() throws {
+        var keep = Set<[UInt8]>()
+        for image in images {
+            for payload in try readImage(image).tree.backingObjects() {
+                guard let name = DigestStore.objectName(ofPayload: payload) else {
+                    throw RepoError("reading image \(image)", "a file's content is '\(displayPath(payload))', not an object of a digest store (xx/<62 hex>); nothing was removed")
+                }
+                keep.insert(name)
+            }
+        }
+        guard FileSystem.exists(Array(digestStore.utf8)) else { throw RepoError("reading \(digestStore)", "no such directory") }
+        let result: DigestStoreCollection
+        do {
+            result = try DigestStore(root: digestStore).collectGarbage(keep: keep, dryRun: dryRun)
+        } catch let e as SystemError {
+            throw RepoError("collecting \(digestStore)", e.description)
+        }
+        var out: [UInt8] = []
+        if dryRun {
+            for r in result.removed { out += Array("would remove ".utf8) + r.object + Array(" (\(r.size) bytes)\n".utf8) }
+            for t in result.temporaries { out += Array("would remove ".utf8) + t + Array(" (unfinished write)\n".utf8) }
+        }
+        let verb = dryRun ? "would remove" : "removed"
+        out += Array("\(verb) \(result.removed.count) object(s), \(result.removedBytes) bytes; \(result.kept) object(s) in use".utf8)
+        if !result.temporaries.isEmpty { out += Array("; \(verb) \(result.temporaries.count) unfinished write(s)".utf8) }
+        out += [0x0a]
+        Terminal.write(out)
+        if !result.missing.isEmpty {
+            Terminal.stderr("cairn: warning: \(result.missing.count) object(s) the images refer to are missing from \(digestStore), first \(displayPath(result.missing[0]))\n")
         }
     }
 }
