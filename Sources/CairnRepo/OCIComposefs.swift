@@ -28,6 +28,10 @@ public struct OCIImageOptions: Sendable {
 final class DigestStoreSink: OCIContentSink {
     let store: DigestStore
     let options: OCIImageOptions
+    /// Objects the store lacks, written but held back: a later layer may
+    /// delete or replace their files, and only what the final tree names
+    /// goes into the store (`installNamed`).
+    private var pending: [[UInt8]: DigestStoreObject] = [:]
     private let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 20, alignment: 4096)
 
     init(store: DigestStore, options: OCIImageOptions) {
@@ -81,10 +85,25 @@ final class DigestStoreSink: OCIContentSink {
                 throw RepoError("\(data.context): writing to the digest store", e.description)
             }
         }
-        do {
-            node.content = .file(digest: try object.finish(), size: size, inline: nil)
-        } catch let e as SystemError {
+        let digest: [UInt8]
+        do { digest = try object.finish() } catch let e as SystemError {
             throw RepoError("\(data.context): writing to the digest store", e.description)
+        }
+        // An object the store has (kept there by the shared lock until the
+        // image is written) or one held already: this copy goes.
+        if pending[digest] == nil, !FileSystem.exists(store.objectPath(digest)) { pending[digest] = object }
+        node.content = .file(digest: digest, size: size, inline: nil)
+    }
+
+    /// Puts into the store the held-back objects that `tree` names; the
+    /// others are removed.
+    func installNamed(_ tree: ComposefsTree) throws {
+        defer { pending = [:] }
+        for i in 0..<tree.count where !tree.isHardlink(i) {
+            guard tree[i].content == nil, let d = tree[i].digest, let object = pending.removeValue(forKey: d) else { continue }
+            do { try object.install() } catch let e as SystemError {
+                throw RepoError("writing \(displayPath(tree.path(of: i))) to the digest store", e.description)
+            }
         }
     }
 
@@ -140,9 +159,8 @@ public enum OCIComposefs {
     /// `oci-archive:FILE[:TAG]`, `docker-archive:FILE[:TAG]`), its regular
     /// files' contents added to `store`, which the caller holds a shared
     /// lock on until the image naming them is written. Every blob is
-    /// checked against its digest as it is read; a failure leaves objects
-    /// no image names in the store (`image gc` removes them), never a
-    /// half-written one.
+    /// checked against its digest as it is read; objects reach the store
+    /// only once every layer checked, and only those the final tree names.
     public static func tree(of text: String, store: DigestStore, options: OCIImageOptions) throws -> ComposefsTree {
         let source = try OCISource(parsing: text)
         let image = try OCIImage.open(source)
@@ -150,7 +168,9 @@ public enum OCIComposefs {
         let applier = OCILayerApplier(sink: sink)
         do {
             try applier.apply(image)
-            return try sink.tree(applier.root)
+            let tree = try sink.tree(applier.root)
+            try sink.installNamed(tree)
+            return tree
         } catch let e as RepoError {
             throw RepoError("reading image \(source)", e.description)
         } catch let e as ComposefsError {

@@ -44,7 +44,8 @@ public struct DigestStore: Sendable {
                 try object.file.write(UnsafeRawBufferPointer(rebasing: buf[0..<n]))
             }
         }
-        try object.install(as: digest)
+        _ = try object.finish(digest: digest)
+        try object.install()
     }
 
     /// Takes the store's lock: shared to add objects, exclusive to collect.
@@ -65,15 +66,19 @@ public struct DigestStore: Sendable {
 }
 
 /// One object being added to a store: written to a temporary file in the
-/// store's root, then, under its digest, chmod 0644, fsync, fs-verity
+/// store's root (`write`), made 0644 and synced (`finish`), then fs-verity
 /// enabled where the filesystem can (errors ignored, as mkcomposefs does)
-/// and renamed into place. An object never finished is removed.
+/// and renamed to its digest (`install`). An object not installed is
+/// removed when this goes away, so a writer can hold objects back until it
+/// knows which ones its image names.
 public final class DigestStoreObject {
     let store: DigestStore
     let file: FileDescriptor
     private let temporaryPath: [UInt8]
     private let hasher = FsVerityHasher()
     private var closed = false
+    /// Set by `finish`.
+    public private(set) var digest: [UInt8] = []
 
     public init(store: DigestStore) throws {
         self.store = store
@@ -97,15 +102,21 @@ public final class DigestStoreObject {
     /// Bytes written so far.
     public var size: UInt64 { hasher.count }
 
-    /// Puts what was written in the store under its fs-verity digest (or
-    /// drops it if the store has that object already); returns the digest.
-    public func finish() throws -> [UInt8] {
-        let digest = hasher.finalize()
-        try install(as: digest)
+    /// Ends the writing: the object's fs-verity digest (`known`, if the
+    /// caller hashed it already); the file is synced and closed.
+    public func finish(digest known: [UInt8]? = nil) throws -> [UInt8] {
+        digest = known ?? hasher.finalize()
+        guard fchmod(file.rawValue, 0o644) == 0 else { throw SystemError.current("fchmod", path: temporaryPath) }
+        try file.sync()
+        // Verity wants no writer open: ours is closed before install.
+        file.close()
+        closed = true
         return digest
     }
 
-    func install(as digest: [UInt8]) throws {
+    /// Renames the finished object to its digest, unless the store has
+    /// that object already (then it is dropped).
+    public func install() throws {
         defer { discard() }
         let target = store.objectPath(digest)
         if FileSystem.exists(target) { return }
@@ -113,11 +124,6 @@ public final class DigestStoreObject {
         if !FileSystem.exists(dir) {
             do { try FileSystem.makeDirectory(dir, mode: 0o755) } catch let e as SystemError where e.errno == EEXIST {}
         }
-        guard fchmod(file.rawValue, 0o644) == 0 else { throw SystemError.current("fchmod", path: temporaryPath) }
-        try file.sync()
-        // Verity wants no writer open: close ours, enable it on a read-only descriptor.
-        file.close()
-        closed = true
         if let ro = try? FileDescriptor.open(temporaryPath, O_RDONLY) {
             _ = cairn_enable_verity(ro.rawValue)
             ro.close()

@@ -240,6 +240,17 @@ final class OCIImportTests: CairnTestCase {
 
         let usage = try cairn(["image", "create", "--from-oci", "oci:\(dir)/layout", dir + "/x.cfs"], expect: 2)
         XCTAssertTrue(usage.stderr.contains("--from-oci needs --digest-store"), usage.stderr)
+
+        // What a later layer deletes never reaches the store, though its
+        // layer streamed it first.
+        try TestSupport.sh("""
+            cd '\(dir)' && python3 -c 'import io, tarfile; t = tarfile.open("wh.tar", "w"); t.addfile(tarfile.TarInfo("usr/share/doc/.wh.blob")); t.close()'
+            python3 '\(script)' add-layer '\(dir)/layout' v1 gone '\(dir)/wh.tar' gzip
+            """)
+        try cairn(["image", "create", "--from-oci", "oci:\(dir)/layout:gone", "--digest-store", dir + "/store2", dir + "/gone.cfs"])
+        XCTAssertEqual(try storeObjects(dir + "/store2"), [])
+        XCTAssertEqual(try TestSupport.sh("cd '\(dir)/store2' && find . -maxdepth 1 -name '.tmp*'"), "")
+        XCTAssertFalse(try cairn(["image", "ls", dir + "/gone.cfs"]).stdout.contains("/usr/share/doc/blob"))
     }
 
     /// `image gc` removes exactly the objects no named image refers to,
