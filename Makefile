@@ -14,7 +14,7 @@ VM_PACKAGES := $(BUILD_PACKAGES) e2fsprogs xz-utils busybox-static gzip debootst
 	ovmf systemd-boot-efi mtools dosfstools fdisk nginx-light socat python3
 BENCH_PACKAGES := $(TEST_PACKAGES) debootstrap time openssl
 
-.PHONY: all build release install demo demo-boot test test-vm test-vm-full prepare-root bench-commit bench-composefs bench-deploy bench-pull bench-oci clean
+.PHONY: all build release install demo demo-boot test test-vm test-vm-full prepare-root bench-commit bench-composefs bench-deploy bench-pull bench-oci bench-storage clean
 
 PREFIX ?= /usr/local
 
@@ -109,6 +109,11 @@ bench-oci:
 	@scripts/install-packages.sh $(BENCH_PACKAGES)
 	swift build -c release
 	scripts/bench_oci.py .build/release/cairn
+
+bench-storage:
+	@scripts/install-packages.sh $(BENCH_PACKAGES)
+	swift build -c release
+	scripts/bench_oci_storage.py .build/release/cairn
 
 bench-composefs:
 	@scripts/install-packages.sh $(BENCH_PACKAGES)
