@@ -12,29 +12,16 @@ import Glibc
 /// `mkcomposefs --digest-store` writes for the unpacked image, without the
 /// unpacking.
 
-/// Options of `cairn image create --from-oci`.
-public struct OCIImageOptions: Sendable {
-    /// Every mtime 0 (--use-epoch).
-    public var useEpoch = false
-    /// No xattrs (--skip-xattrs), or only user.* ones (--user-xattrs).
-    public var skipXattrs = false
-    public var userXattrsOnly = false
-    /// No character or block devices (--skip-devices).
-    public var skipDevices = false
-
-    public init() {}
-}
-
 final class DigestStoreSink: OCIContentSink {
     let store: DigestStore
-    let options: OCIImageOptions
+    let options: DirectoryScanOptions
     /// Objects the store lacks, written but held back: a later layer may
     /// delete or replace their files, and only what the final tree names
     /// goes into the store (`installNamed`).
     private var pending: [[UInt8]: DigestStoreObject] = [:]
     private let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 20, alignment: 4096)
 
-    init(store: DigestStore, options: OCIImageOptions) {
+    init(store: DigestStore, options: DirectoryScanOptions) {
         self.store = store
         self.options = options
     }
@@ -156,12 +143,13 @@ final class DigestStoreSink: OCIContentSink {
 
 public enum OCIComposefs {
     /// The composefs tree of the image at `text` (`oci:DIR[:TAG]`,
-    /// `oci-archive:FILE[:TAG]`, `docker-archive:FILE[:TAG]`), its regular
-    /// files' contents added to `store`, which the caller holds a shared
-    /// lock on until the image naming them is written. Every blob is
+    /// `oci-archive:FILE[:TAG]`, `docker-archive:FILE[:TAG]`), as
+    /// DirectoryScanner gives it with `options` for the unpacked image; its
+    /// regular files' contents added to `store`, which the caller holds a
+    /// shared lock on until the image naming them is written. Every blob is
     /// checked against its digest as it is read; objects reach the store
     /// only once every layer checked, and only those the final tree names.
-    public static func tree(of text: String, store: DigestStore, options: OCIImageOptions) throws -> ComposefsTree {
+    public static func tree(of text: String, store: DigestStore, options: DirectoryScanOptions) throws -> ComposefsTree {
         let source = try OCISource(parsing: text)
         let image = try OCIImage.open(source)
         let sink = DigestStoreSink(store: store, options: options)

@@ -152,15 +152,12 @@ struct ImageCreate: ParsableCommand {
         defer { lock?.close() }
         do {
             if let store { lock = try store.lock(exclusive: false) }
+            let scan = DirectoryScanOptions(useEpoch: useEpoch, skipXattrs: skipXattrs, userXattrsOnly: userXattrs,
+                                            skipDevices: skipDevices, digestStore: store)
             if let dir = fromDir {
-                var scan = DirectoryScanOptions(useEpoch: useEpoch, skipXattrs: skipXattrs, userXattrsOnly: userXattrs,
-                                                skipDevices: skipDevices, digestStore: store)
-                scan.threads = onlineProcessorCount()
                 bytes = try ImageWriter.image(of: try DirectoryScanner.scan(dir, options: scan), options: options)
             } else if let source = fromOCI, let store {
-                var oci = OCIImageOptions()
-                (oci.useEpoch, oci.skipXattrs, oci.userXattrsOnly, oci.skipDevices) = (useEpoch, skipXattrs, userXattrs, skipDevices)
-                bytes = try ImageWriter.image(of: try OCIComposefs.tree(of: source, store: store, options: oci), options: options)
+                bytes = try ImageWriter.image(of: try OCIComposefs.tree(of: source, store: store, options: scan), options: options)
             } else {
                 let r = try repo.open()
                 bytes = try r.composefsImage(commit: try r.resolve(fromCommit!))
