@@ -79,7 +79,7 @@ struct ImageCreate: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "create",
         abstract: "Write the composefs image of a directory, a dump file or a commit.",
-        discussion: "Options mean what the same options of mkcomposefs mean; the bytes equal mkcomposefs 1.0.8's. --from-commit writes the image ostree writes for a deployment (.ostree.cfs)."
+        discussion: "Options mean what the same options of mkcomposefs mean; the bytes equal mkcomposefs 1.0.8's. --from-commit writes the image ostree writes for a deployment (.ostree.cfs), as ostree checkout --composefs does: refused when its fs-verity digest is not the one the commit records (ostree.composefs.digest.v0), unless --no-digest-check."
     )
 
     @OptionGroup var repo: RepoOptions
@@ -114,6 +114,12 @@ struct ImageCreate: ParsableCommand {
     @Option(name: .customLong("max-version"), help: ArgumentHelp("Highest image format version (0 or 1).", valueName: "n"))
     var maxVersion: UInt32?
 
+    @Flag(name: .customLong("no-verity"), help: "With --from-commit: leave the fs-verity digests of the backing objects out, as ostree checkout --composefs-noverity does (the commit's recorded digest is then not checked).")
+    var noVerity = false
+
+    @Flag(name: .customLong("no-digest-check"), help: "With --from-commit: write the image even when its digest is not the one the commit records.")
+    var noDigestCheck = false
+
     @Flag(name: .customLong("print-digest"), help: "Print the image's fs-verity digest.")
     var printDigest = false
 
@@ -130,6 +136,9 @@ struct ImageCreate: ParsableCommand {
             throw ValidationError("image format versions are 0 and 1")
         }
         if let lo = minVersion, let hi = maxVersion, lo > hi { throw ValidationError("--min-version is above --max-version") }
+        if fromCommit == nil && (noVerity || noDigestCheck) {
+            throw ValidationError("--no-verity and --no-digest-check go with --from-commit")
+        }
         if fromCommit != nil && (minVersion != nil || maxVersion != nil || useEpoch) {
             throw ValidationError("--from-commit writes ostree's image; --min-version, --max-version and --use-epoch do not apply")
         }
@@ -150,7 +159,7 @@ struct ImageCreate: ParsableCommand {
                 bytes = try ImageWriter.image(of: try DirectoryScanner.scan(dir, options: scan), options: options)
             } else {
                 let r = try repo.open()
-                bytes = try r.composefsImage(commit: try r.resolve(fromCommit!))
+                bytes = try r.composefsCheckout(commit: try r.resolve(fromCommit!), verity: !noVerity, checkRecordedDigest: !noDigestCheck)
             }
         } catch let e as ComposefsError {
             throw RepoError("creating image \(image)", e.description)
