@@ -107,6 +107,19 @@ final class ImageTests: CairnTestCase {
         XCTAssertEqual(size3 % 72, 0, "a writer cuts the torn record off before appending")
     }
 
+    /// The vector of issue 15: the empty file's fs-verity digest, alone and
+    /// among other files.
+    func testDigestOfAnEmptyFile() throws {
+        let expected = "3d248ca542a24fc62d1c43b916eae5016878e2533c88238480b26128a1f1af95"
+        try TestSupport.sh(": > '\(dir)/empty' && printf hello > '\(dir)/hello'")
+        XCTAssertEqual(try cairn(["image", "digest", dir + "/empty"]).stdout, expected + "\n")
+        XCTAssertEqual(try cairn(["image", "digest", dir + "/hello", dir + "/empty"]).stdout,
+                       "555b589c26ee43b7a2510e6c67ced9fb3190b6da6e9e683984551f5d77a763de  \(dir)/hello\n\(expected)  \(dir)/empty\n")
+        if (try? TestSupport.require(tool: "fsverity")) != nil {
+            XCTAssertEqual(try TestSupport.sh("fsverity digest '\(dir)/empty'"), "sha256:\(expected) \(dir)/empty\n")
+        }
+    }
+
     func testDigestAgreesWithFsverity() throws {
         try TestSupport.require(tool: "fsverity")
         var files: [String] = []
