@@ -45,6 +45,7 @@ let package = Package(
         .testTarget(name: "TrustTests", dependencies: ["Trust", "CairnTestSupport"], exclude: ["Regressions"]),
         .target(name: "CairnTestSupport", path: "Tests/CairnTestSupport"),
         .testTarget(name: "CairnCLITests", dependencies: ["CairnTestSupport"]),
+        .testTarget(name: "CairnRepoTests", dependencies: ["CairnRepo", "Composefs", "CairnSystem"]),
         .testTarget(name: "PrepareRootTests", dependencies: ["PrepareRoot", "Trust", "CairnTestSupport"], exclude: ["Regressions"]),
     ]
 )

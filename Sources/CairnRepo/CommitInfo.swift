@@ -88,6 +88,8 @@ public struct CommitInfo: Sendable {
 /// Metadata keys cairn shares with ostree.
 public enum MetadataKey {
     public static let composefsDigest = "ostree.composefs.digest.v0"
+    /// `as`: the refs a commit may be pulled as.
+    public static let refBinding = "ostree.ref-binding"
     public static let version = "version"
     public static let ed25519Signatures = "ostree.sign.ed25519"
     public static let gpgSignatures = "ostree.gpgsigs"

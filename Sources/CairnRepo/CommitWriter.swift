@@ -13,6 +13,8 @@ public enum MetadataInput: Sendable {
     case gvariantText(String)
     /// A byte string (`ay`), such as a digest.
     case bytes([UInt8])
+    /// A string array (`as`), such as the ref binding.
+    case strings([String])
 }
 
 public enum ParentChoice: Sendable {
@@ -51,6 +53,12 @@ public struct CommitOptions {
     /// Record the fs-verity digest of the commit's composefs image as
     /// `ostree.composefs.digest.v0`, like `ostree commit --generate-composefs-metadata`.
     public var composefsDigest = true
+    /// Record `ostree.ref-binding` (the branch and `bindRefs`), as `ostree
+    /// commit` does unless given --no-bindings: a pull then refuses this
+    /// commit under any other ref name.
+    public var refBinding = true
+    /// More refs the commit is bound to (`ostree commit --bind-ref`).
+    public var bindRefs: [String] = []
     /// Signs the new commit (its checksum) inside the transaction, before
     /// the branch moves: a failure aborts the commit, so the branch never
     /// points at an unsigned commit.
@@ -293,6 +301,12 @@ extension Repository {
         let rootMeta = String(cString: ostree_repo_file_tree_get_metadata_checksum(rootFile))
 
         var metadataEntries = options.metadata
+        if options.refBinding {
+            // ostree's order: the given metadata, then the binding (sorted
+            // by bytes, as strcmp does), then the composefs digest.
+            let refs = ([options.branch] + options.bindRefs).sorted { Array($0.utf8).lexicographicallyPrecedes(Array($1.utf8)) }
+            metadataEntries.append((MetadataKey.refBinding, .strings(refs)))
+        }
         if options.composefsDigest {
             // The digest is a function of the tree alone: an unchanged tree
             // keeps its parent's, if the parent commit object is the one its
@@ -358,6 +372,7 @@ extension Repository {
             case .string(let s): return (key, .string(s))
             case .bytes(let b): return (key, .bytes(b))
             case .gvariantText(let text): return (key, .text(text))
+            case .strings(let list): return (key, .strings(list))
             }
         })
     }

@@ -15,6 +15,9 @@ public enum DigestSource: Sendable, Equatable {
     case recompute
     /// Like `recompute`, each object's content checksum verified first.
     case verifiedObjects
+    /// None: redirects without digests, as `ostree checkout
+    /// --composefs-noverity` writes them.
+    case omitted
 }
 
 /// Composefs images of commits, built as ostree builds them (composefs
@@ -71,7 +74,7 @@ extension Repository {
             throw RepoError("building the composefs tree of \(rootTree)", e.description)
         }
 
-        let unknown = backed.keys.filter { memo[$0] == nil }
+        let unknown = source == .omitted ? [] : backed.keys.filter { memo[$0] == nil }
         for (c, d) in try verityDigests(of: Array(unknown), source) { memo[c] = d }
         for (checksum, entries) in backed {
             for e in entries { tree[e].digest = memo[checksum] }
@@ -87,12 +90,42 @@ extension Repository {
 
     public func composefsImage(rootTree: String, rootMeta: String, digests: DigestSource = .recompute,
                                known: [String: [UInt8]] = [:]) throws -> [UInt8] {
-        let tree = try composefsTree(rootTree: rootTree, rootMeta: rootMeta, digests: digests, known: known)
+        let tree = try composefsTree(rootTree: rootTree, rootMeta: rootMeta, digests: digests, known: digests == .omitted ? [:] : known)
         do {
             return try OstreeMode.image(of: tree)
         } catch let e as ComposefsError {
             throw RepoError("writing the composefs image of \(rootTree)", e.description)
         }
+    }
+
+    /// The image `ostree checkout --composefs` writes of a commit: refused,
+    /// as there, when its fs-verity digest is not the one the commit
+    /// records (`ostree.composefs.digest.v0`) unless `checkRecordedDigest`
+    /// is false. Without `verity`, the image of `--composefs-noverity`:
+    /// redirects without fs-verity digests, which the recorded digest (of
+    /// the image with them) does not describe, so it is not checked.
+    public func composefsCheckout(commit checksum: String, verity: Bool = true, checkRecordedDigest: Bool = true) throws -> [UInt8] {
+        let c = try commit(checksum)
+        let image = try composefsImage(rootTree: c.rootTree, rootMeta: c.rootMeta, digests: verity ? .recompute : .omitted)
+        guard verity, checkRecordedDigest, let recorded = try recordedComposefsDigest(c) else { return image }
+        guard fsVerityDigest(image) != recorded else { return image }
+        // Name a corrupt object if that is the cause: rebuilt from objects
+        // each checked against its checksum first.
+        let checked = try composefsImage(rootTree: c.rootTree, rootMeta: c.rootMeta, digests: .verifiedObjects)
+        throw RepoError("image of commit \(checksum)", "its fs-verity digest \(hexString(fsVerityDigest(checked))) doesn't match the digest "
+                        + "\(hexString(recorded)) the commit records (\(MetadataKey.composefsDigest)); --no-digest-check writes it anyway")
+    }
+
+    /// The commit's recorded composefs digest; nil without one, an error
+    /// when it is not 32 bytes of type `ay`.
+    func recordedComposefsDigest(_ c: CommitInfo) throws -> [UInt8]? {
+        guard let v = c.metadataValue(MetadataKey.composefsDigest) else { return nil }
+        guard case .bytes(let b) = v.plain, b.count == 32 else {
+            let what: String
+            if case .bytes(let b) = v.plain { what = "\(b.count) bytes" } else { what = "of type \(v.type)" }
+            throw RepoError("commit \(c.checksum)", "its \(MetadataKey.composefsDigest) is \(what), not 32 bytes (ay)")
+        }
+        return b
     }
 
     /// The file objects a commit's tree names, from its dirtrees alone

@@ -25,6 +25,9 @@ public struct PullOptions {
     /// Called with each verified commit before its content is fetched and
     /// its ref moves; throwing refuses it (an upgrade's downgrade check).
     public var accept: ((_ ref: String, _ commit: String) throws -> Void)?
+    /// Refuse a commit whose `ostree.ref-binding` does not name the ref
+    /// pulled, as libostree does (`ostree pull --disable-verify-bindings`).
+    public var verifyBindings = true
     public init() {}
 }
 
@@ -172,6 +175,10 @@ extension Repository {
                     throw RepoError("refusing \(name):\(ref) at \(target)", refusal.message)
                 }
             }
+            if o.verifyBindings, let refusal = try bindingRefusal(target, ref: ref) {
+                if !hadCommit { try? forgetCommit(target) }
+                throw RepoError("refusing \(name):\(ref) at \(target)", refusal)
+            }
             do { try o.accept?(ref, target) } catch {
                 if !hadCommit { try? forgetCommit(target) }
                 throw error
@@ -185,6 +192,7 @@ extension Repository {
             var entries: [(String, VariantValue)] = [("refs", .strings([ref])), ("override-commit-ids", .strings([target])), ("depth", .int32(o.depth))]
             if o.mirror { entries.append(("flags", .int32(Int32(bitPattern: OSTREE_REPO_PULL_FLAGS_MIRROR.rawValue)))) }
             if o.disableStaticDeltas { entries.append(("disable-static-deltas", .bool(true))) }
+            if !o.verifyBindings { entries.append(("disable-verify-bindings", .bool(true))) }
             // Digests are for deploying, which an archive repository (a mirror) never does.
             let hasher = mode == .archive ? nil : StagingHasher(repositoryDescriptor: directoryDescriptor)
             hasher?.start()
@@ -199,6 +207,22 @@ extension Repository {
         }
         report.progress.elapsed = started.seconds
         return report
+    }
+
+    /// Why `commit` may not be pulled as `ref`, nil when it may: its
+    /// `ostree.ref-binding` lists other refs only. A commit without a
+    /// binding may be pulled as anything (cairn has no collection IDs,
+    /// which would require one); a binding of the wrong type is refused,
+    /// where libostree would ignore it.
+    func bindingRefusal(_ checksum: String, ref: String) throws -> String? {
+        guard let binding = try commit(checksum).metadataValue(MetadataKey.refBinding) else { return nil }
+        guard case .strings(let refs) = binding.plain else {
+            return "its \(MetadataKey.refBinding) is of type \(binding.type), not as (an array of ref names)"
+        }
+        if refs.contains(ref) { return nil }
+        let bound = refs.isEmpty ? "no ref" : refs.map { "'\($0)'" }.joined(separator: ", ")
+        return "the commit is bound to \(bound) (\(MetadataKey.refBinding)), not to '\(ref)'; "
+            + "the server's ref points at a commit made for another ref (--disable-verify-bindings pulls it anyway)"
     }
 
     /// One libostree pull with cairn's fixed options: signatures are checked

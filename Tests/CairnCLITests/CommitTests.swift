@@ -67,6 +67,34 @@ final class CommitTests: CairnTestCase {
         XCTAssertEqual(log.components(separatedBy: "commit ").count - 1, 4, log)
     }
 
+    /// `ostree commit -b REF` binds the commit to REF (`ostree.ref-binding`,
+    /// with any --bind-ref, sorted); cairn records the same by default, so the
+    /// two give the same commit checksum, with bindings or without.
+    func testRefBindingsAsOstreeCommitRecordsThem() throws {
+        try TestSupport.require(tool: "ostree")
+        let src = dir + "/src"
+        try makeTree(src)
+        try cairn(["init", "--repo", dir + "/a"])
+        try ostree(["init", "--repo=\(dir)/b", "--mode=bare"])
+        let common = ["-b", "os/x", "-s", "s", "--add-metadata-string=version=1"]
+        let cases: [(ours: [String], theirs: [String], binding: [String]?)] = [
+            ([], [], ["os/x"]),
+            (["--bind-ref", "os/z", "--bind-ref", "a/b"], ["--bind-ref=os/z", "--bind-ref=a/b"], ["a/b", "os/x", "os/z"]),
+            (["--no-bindings"], ["--no-bindings"], nil),
+        ]
+        for (ours, theirs, binding) in cases {
+            let c = try cairn(["commit", "--repo", dir + "/a", "--no-composefs", "--timestamp", "1700000000"] + common + ours + [src]).lastLine
+            let o = try ostree(["commit", "--repo=\(dir)/b", "--timestamp=@1700000000"] + common + theirs + [src])
+            XCTAssertEqual(c, o.trimmingCharacters(in: .whitespacesAndNewlines), "commit checksum differs with \(ours)")
+            let show = try cairn(["show", "--repo", dir + "/a", "--json", c]).stdoutData
+            let json = try XCTUnwrap(try JSONSerialization.jsonObject(with: show) as? [String: Any])
+            let metadata = try XCTUnwrap(json["metadata"] as? [String: Any])
+            XCTAssertEqual(metadata["ostree.ref-binding"] as? [String], binding, "\(metadata)")
+        }
+        assertOneLineError(try cairn(["commit", "--repo", dir + "/a", "-b", "os/x", "--bind-ref", "bad ref!", src], expect: 2).withoutUsageHint,
+                           contains: "bad ref!")
+    }
+
     func testEtcIsCommittedAsUsrEtc() throws {
         try TestSupport.require(tool: "ostree")
         let src = dir + "/src"

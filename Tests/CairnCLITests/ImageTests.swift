@@ -107,6 +107,19 @@ final class ImageTests: CairnTestCase {
         XCTAssertEqual(size3 % 72, 0, "a writer cuts the torn record off before appending")
     }
 
+    /// The vector of issue 15: the empty file's fs-verity digest, alone and
+    /// among other files.
+    func testDigestOfAnEmptyFile() throws {
+        let expected = "3d248ca542a24fc62d1c43b916eae5016878e2533c88238480b26128a1f1af95"
+        try TestSupport.sh(": > '\(dir)/empty' && printf hello > '\(dir)/hello'")
+        XCTAssertEqual(try cairn(["image", "digest", dir + "/empty"]).stdout, expected + "\n")
+        XCTAssertEqual(try cairn(["image", "digest", dir + "/hello", dir + "/empty"]).stdout,
+                       "555b589c26ee43b7a2510e6c67ced9fb3190b6da6e9e683984551f5d77a763de  \(dir)/hello\n\(expected)  \(dir)/empty\n")
+        if (try? TestSupport.require(tool: "fsverity")) != nil {
+            XCTAssertEqual(try TestSupport.sh("fsverity digest '\(dir)/empty'"), "sha256:\(expected) \(dir)/empty\n")
+        }
+    }
+
     func testDigestAgreesWithFsverity() throws {
         try TestSupport.require(tool: "fsverity")
         var files: [String] = []
@@ -212,5 +225,61 @@ extension ImageTests {
         try cairn(["image", "create", "--repo", dir + "/repo", "--from-commit", c, dir + "/test2-co.cfs"])
         let dump = try cairn(["image", "dump", dir + "/test2-co.cfs"]).stdout
         XCTAssertTrue(dump.contains("/baz/cow 4 100644 1 0 0 0 0.0 f6/a517d53831a40cff3886a965c70d57aa50797a8e5ea965b2c49cc575a6ff51.file - ebaa23af194a798df610e5fe2bd10725c9c4a3a56a6b62d4d0ee551d4fc4be27\n"), dump)
+
+        // ostree checkout --composefs-noverity: the same line without the digest,
+        // and otherwise the same image entry for entry.
+        try cairn(["image", "create", "--repo", dir + "/repo", "--from-commit", c, "--no-verity", dir + "/test2-co-noverity.cfs"])
+        let noverity = try cairn(["image", "dump", dir + "/test2-co-noverity.cfs"]).stdout
+        XCTAssertTrue(noverity.contains("/baz/cow 4 100644 1 0 0 0 0.0 f6/a517d53831a40cff3886a965c70d57aa50797a8e5ea965b2c49cc575a6ff51.file - -\n"), noverity)
+        let withoutDigests = dump.split(separator: "\n").map { line -> String in
+            var fields = line.split(separator: " ", omittingEmptySubsequences: false).map(String.init)
+            if fields.count >= 11 && fields[10] != "-" { fields[10] = "-" }
+            return fields.joined(separator: " ")
+        }
+        XCTAssertEqual(noverity.split(separator: "\n").map(String.init), withoutDigests)
+        XCTAssertNotEqual(try sha256(dir + "/test2-co-noverity.cfs"), try sha256(dir + "/test2-co.cfs"))
+    }
+
+    /// As ostree checkout --composefs refuses it: an image whose digest is not
+    /// the one the commit records is not written (naming the commit and both
+    /// digests) unless --no-digest-check; a corrupt object is named.
+    func testFromCommitRefusesADigestTheCommitDoesNotRecord() throws {
+        try TestSupport.sh("mkdir -p '\(dir)/t/usr' && echo moo > '\(dir)/t/usr/cow' && head -c 9000 /dev/urandom > '\(dir)/t/usr/blob'")
+        let repo = dir + "/r"
+        try cairn(["init", "--repo", repo])
+        let good = try cairn(["commit", "--repo", repo, "-b", "good", dir + "/t"]).lastLine
+        let right = try cairn(["image", "create", "--repo", repo, "--from-commit", "good", dir + "/good.cfs", "--print-digest"]).lastLine
+        let wrong = String(repeating: "13ae", count: 16)
+        let bytes = stride(from: 0, to: 64, by: 2).map { i -> String in
+            let start = wrong.index(wrong.startIndex, offsetBy: i)
+            return "0x" + wrong[start..<wrong.index(start, offsetBy: 2)]
+        }
+        let bad = try cairn(["commit", "--repo", repo, "-b", "bad", "--no-composefs",
+                             "--add-metadata", "ostree.composefs.digest.v0=[byte \(bytes.joined(separator: ", "))]", dir + "/t"]).lastLine
+        let refused = try cairn(["image", "create", "--repo", repo, "--from-commit", "bad", dir + "/bad.cfs"], expect: 1)
+        assertOneLineError(refused, contains: "image of commit \(bad): its fs-verity digest \(right) doesn't match the digest \(wrong) the commit records (ostree.composefs.digest.v0)")
+        XCTAssertFalse(FileManager.default.fileExists(atPath: dir + "/bad.cfs"))
+        let forced = try cairn(["image", "create", "--repo", repo, "--from-commit", "bad", "--no-digest-check", dir + "/bad.cfs", "--print-digest"]).lastLine
+        XCTAssertEqual(forced, right)
+        // Without verity digests there is nothing the record describes.
+        try cairn(["image", "create", "--repo", repo, "--from-commit", "bad", "--no-verity", dir + "/bad-noverity.cfs"])
+        XCTAssertEqual(try sha256(dir + "/bad-noverity.cfs"),
+                       try { try cairn(["image", "create", "--repo", repo, "--from-commit", good, "--no-verity", dir + "/good-noverity.cfs"]); return try sha256(dir + "/good-noverity.cfs") }())
+
+        // A record that is not 32 bytes is named as such.
+        try cairn(["commit", "--repo", repo, "-b", "short", "--no-composefs", "--add-metadata", "ostree.composefs.digest.v0=[byte 0x01, 0x02]", dir + "/t"])
+        assertOneLineError(try cairn(["image", "create", "--repo", repo, "--from-commit", "short", dir + "/short.cfs"], expect: 1),
+                           contains: "its ostree.composefs.digest.v0 is 2 bytes, not 32 bytes (ay)")
+
+        // A flipped byte in an object: the mismatch is traced to the object.
+        let object = try TestSupport.sh("find '\(repo)/objects' -name '*.file' -size +4k | head -1").trimmingCharacters(in: .whitespacesAndNewlines)
+        try TestSupport.sh("python3 -c \"import sys; f = open(sys.argv[1], 'r+b'); f.seek(10); b = f.read(1)[0]; f.seek(10); f.write(bytes([b ^ 0xff]))\" '\(object)'")
+        let name = URL(fileURLWithPath: object).deletingLastPathComponent().lastPathComponent + URL(fileURLWithPath: object).deletingPathExtension().lastPathComponent
+        assertOneLineError(try cairn(["image", "create", "--repo", repo, "--from-commit", good, dir + "/corrupt.cfs"], expect: 1),
+                           contains: "file object \(name) is corrupt")
+        XCTAssertFalse(FileManager.default.fileExists(atPath: dir + "/corrupt.cfs"))
+
+        // Options that only --from-commit takes.
+        try cairn(["image", "create", "--from-dir", dir + "/t", "--no-verity", dir + "/x.cfs"], expect: 2)
     }
 }

@@ -186,6 +186,33 @@ final class NetworkTests: SysrootTestCase {
         try assertRefused(["upgrade", "--sysroot", sys], "origin")
     }
 
+    /// A server whose ref os/a names a commit bound to os/b (ostree.ref-binding):
+    /// pull, upgrade and switch refuse it as libostree does, naming the ref and
+    /// the binding, and leave the machine as it was (the refused commit object
+    /// is not kept); --disable-verify-bindings takes it.
+    func testCommitBoundToAnotherRefIsRefused() throws {
+        let server = try serve(build, scratch: dir)
+        let v1 = try publish("1.0", branch: "os/a")
+        try machine(server.url)
+        try cairn(["switch", "--sysroot", sys, "origin:os/a"])
+        let v2 = try publish("2.0", branch: "os/b", extra: "echo two > usr/share/two")
+        try TestSupport.sh("cp '\(build)/refs/heads/os/b' '\(build)/refs/heads/os/a'")
+        try cairn(["summary", "--repo", build, "--update", "--sign-key", key])
+        let reason = "refusing origin:os/a at \(v2): the commit is bound to 'os/b' (ostree.ref-binding), not to 'os/a'"
+        try assertRefused(["pull", "--sysroot", sys, "origin:os/a"], reason)
+        try assertRefused(["upgrade", "--sysroot", sys], reason)
+        try assertRefused(["switch", "--sysroot", sys, "origin:os/a"], reason)
+        XCTAssertEqual(try TestSupport.sh("cat '\(repo)/refs/remotes/origin/os/a'"), v1 + "\n")
+        try cairn(["show", "--repo", repo, v2], expect: 1)
+
+        // The same commit under the ref it is bound to is fine, and the
+        // remote's os/a with bindings unchecked.
+        try cairn(["pull", "--sysroot", sys, "origin:os/b"])
+        let taken = try cairn(["pull", "--sysroot", sys, "--disable-verify-bindings", "origin:os/a"])
+        XCTAssertTrue(taken.stdout.contains("Good ed25519 signature"), taken.stdout)
+        XCTAssertEqual(try TestSupport.sh("cat '\(repo)/refs/remotes/origin/os/a'"), v2 + "\n")
+    }
+
     /// A server that stops sending mid-object is given up on after the stall
     /// timeout, not waited for forever (Debian's libostree has no read timeout).
     func testStalledServerIsGivenUpOn() throws {

@@ -109,6 +109,7 @@ final class OCIImportTests: CairnTestCase {
             let show = try metadata(repo, "os")
             XCTAssertTrue(show.contains("version: '2.5'"), show)
             XCTAssertTrue(show.contains("cairn.oci.config-digest: 'sha256:"), show)
+            XCTAssertTrue(show.contains("ostree.ref-binding: ['os']"), show)
             if source.hasPrefix("docker-archive:") {
                 XCTAssertFalse(show.contains("cairn.oci.manifest-digest"), show)
             } else {

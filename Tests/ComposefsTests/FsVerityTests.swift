@@ -27,6 +27,21 @@ final class FsVerityTests: XCTestCase {
         }
     }
 
+    /// The empty file (composefs's own tool got it wrong before 1.0.9): one
+    /// hash of the descriptor with a zero root, however it is reached.
+    func testEmptyFile() throws {
+        let expected = "3d248ca542a24fc62d1c43b916eae5016878e2533c88238480b26128a1f1af95"
+        XCTAssertEqual(hexString(FsVerityHasher().finalize()), expected)
+        let h = FsVerityHasher()
+        h.update([])
+        XCTAssertEqual(hexString(h.finalize()), expected)
+        let path = NSTemporaryDirectory() + "cairn-empty-\(UUID().uuidString)"
+        XCTAssertTrue(FileManager.default.createFile(atPath: path, contents: Data()))
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        XCTAssertEqual(hexString(try fsVerityDigest(ofFile: path)), expected)
+        XCTAssertEqual(hexString(try KernelVerity.digest(ofFile: Array(path.utf8))), expected)
+    }
+
     func testXxh32() {
         XCTAssertEqual(xxh32([], seed: 0), 0x02CC5D05)
         XCTAssertEqual(xxh32(Array("abc".utf8), seed: 0), 0x32D153FF)

@@ -42,7 +42,8 @@ struct CommitCommand: ParsableCommand {
         SOURCE is a directory or a tar archive (plain, gzip, xz or zstd); or, with \
         --from-oci, an OCI image: oci:DIR[:TAG] (an image layout), oci-archive:FILE[:TAG] \
         or docker-archive:FILE[:TAG] (as podman save writes), its layers applied in order \
-        and every blob checked against its digest. A tree with /etc and no /usr/etc has \
+        and every blob checked against its digest. The commit is bound to its branch \
+        (ostree.ref-binding, as ostree commit records it) unless --no-bindings. A tree with /etc and no /usr/etc has \
         /etc committed as /usr/etc, as ostree expects of OS trees. The new commit \
         checksum is the last line of output.
         """
@@ -89,6 +90,12 @@ struct CommitCommand: ParsableCommand {
     @Flag(name: .customLong("no-composefs"), help: "Do not record the composefs image digest (ostree.composefs.digest.v0) in the commit.")
     var noComposefs = false
 
+    @Flag(name: .customLong("no-bindings"), help: "Do not record the ref binding (ostree.ref-binding), which makes pulls refuse the commit under another ref name.")
+    var noBindings = false
+
+    @Option(name: .customLong("bind-ref"), help: ArgumentHelp("Also bind the commit to this ref; repeatable.", valueName: "ref"))
+    var bindRefs: [String] = []
+
     @Option(help: ArgumentHelp("Commit timestamp in seconds since the epoch (default: now).", valueName: "seconds"))
     var timestamp: UInt64?
 
@@ -115,8 +122,10 @@ struct CommitCommand: ParsableCommand {
         }
         for m in addMetadata { _ = try keyValue(m, option: "--add-metadata") }
         for m in addMetadataString { _ = try keyValue(m, option: "--add-metadata-string") }
+        if noBindings && !bindRefs.isEmpty { throw ValidationError("--bind-ref and --no-bindings contradict each other") }
         do {
             try Repository.validateRef(branch)
+            for ref in bindRefs { try Repository.validateRef(ref) }
         } catch let error as RepoError {
             throw ValidationError(error.description)
         }
@@ -140,6 +149,8 @@ struct CommitCommand: ParsableCommand {
         options.skipSpecial = skipSpecial
         options.timestamp = timestamp
         options.composefsDigest = !noComposefs
+        options.refBinding = !noBindings
+        options.bindRefs = bindRefs
         switch parent {
         case nil: options.parent = .branchHead
         case "none"?: options.parent = .none

@@ -79,7 +79,7 @@ struct ImageCreate: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "create",
         abstract: "Write the composefs image of a directory, an OCI image, a dump file or a commit.",
-        discussion: "Options mean what the same options of mkcomposefs mean; the bytes equal mkcomposefs 1.0.8's. --from-commit writes the image ostree writes for a deployment (.ostree.cfs). --from-oci applies the image's layers in memory and streams each file into the --digest-store, so many images share one copy of each file; the image equals mkcomposefs's of the unpacked image."
+        discussion: "Options mean what the same options of mkcomposefs mean; the bytes equal mkcomposefs 1.0.8's. --from-commit writes the image ostree writes for a deployment (.ostree.cfs), as ostree checkout --composefs does: refused when its fs-verity digest is not the one the commit records (ostree.composefs.digest.v0), unless --no-digest-check. --from-oci applies the image's layers in memory and streams each file into the --digest-store, so many images share one copy of each file; the image equals mkcomposefs's of the unpacked image."
     )
 
     @OptionGroup var repo: RepoOptions
@@ -117,6 +117,12 @@ struct ImageCreate: ParsableCommand {
     @Option(name: .customLong("max-version"), help: ArgumentHelp("Highest image format version (0 or 1).", valueName: "n"))
     var maxVersion: UInt32?
 
+    @Flag(name: .customLong("no-verity"), help: "With --from-commit: leave the fs-verity digests of the backing objects out, as ostree checkout --composefs-noverity does (the commit's recorded digest is then not checked).")
+    var noVerity = false
+
+    @Flag(name: .customLong("no-digest-check"), help: "With --from-commit: write the image even when its digest is not the one the commit records.")
+    var noDigestCheck = false
+
     @Flag(name: .customLong("print-digest"), help: "Print the image's fs-verity digest.")
     var printDigest = false
 
@@ -136,6 +142,9 @@ struct ImageCreate: ParsableCommand {
             throw ValidationError("image format versions are 0 and 1")
         }
         if let lo = minVersion, let hi = maxVersion, lo > hi { throw ValidationError("--min-version is above --max-version") }
+        if fromCommit == nil && (noVerity || noDigestCheck) {
+            throw ValidationError("--no-verity and --no-digest-check go with --from-commit")
+        }
         if fromCommit != nil && (minVersion != nil || maxVersion != nil || useEpoch) {
             throw ValidationError("--from-commit writes ostree's image; --min-version, --max-version and --use-epoch do not apply")
         }
@@ -160,7 +169,7 @@ struct ImageCreate: ParsableCommand {
                 bytes = try ImageWriter.image(of: try OCIComposefs.tree(of: source, store: store, options: scan), options: options)
             } else {
                 let r = try repo.open()
-                bytes = try r.composefsImage(commit: try r.resolve(fromCommit!))
+                bytes = try r.composefsCheckout(commit: try r.resolve(fromCommit!), verity: !noVerity, checkRecordedDigest: !noDigestCheck)
             }
         } catch let e as ComposefsError {
             throw RepoError("creating image \(image)", e.description)

@@ -125,6 +125,8 @@ struct PullFlags: ParsableArguments {
     var disableStaticDeltas = false
     @Option(name: .customLong("stall-timeout"), help: ArgumentHelp("Give up when nothing arrives for this many seconds (default 60).", valueName: "seconds"))
     var stallTimeout: Double = 60
+    @Flag(name: .customLong("disable-verify-bindings"), help: "Accept a commit whose ref binding (ostree.ref-binding) does not name the ref pulled.")
+    var disableVerifyBindings = false
 
     func options(dryRun: Bool = false, mirror: Bool = false) -> PullOptions {
         var o = PullOptions()
@@ -133,6 +135,7 @@ struct PullFlags: ParsableArguments {
         o.mirror = mirror
         o.disableStaticDeltas = disableStaticDeltas
         o.stallTimeout = stallTimeout
+        o.verifyBindings = !disableVerifyBindings
         if Terminal.stderrIsTerminal {
             let line = ProgressLine()
             o.progress = { p in line.update(PullCommand.progressText(p)) }
@@ -147,7 +150,8 @@ struct PullCommand: ParsableCommand {
         abstract: "Fetch refs of a remote, verifying each commit's ed25519 signature before its content.",
         discussion: """
         REMOTE alone pulls every ref of the remote's summary. A commit that is unsigned, signed \
-        by an unknown or revoked key, or whose summary is tampered with or expired, is refused: \
+        by an unknown or revoked key, bound to another ref (ostree.ref-binding), or whose summary \
+        is tampered with or expired, is refused: \
         the ref stays where it was. Static deltas are used where the server has one.
         """
     )
