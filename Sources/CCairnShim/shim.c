@@ -36,6 +36,20 @@ int cairn_ioctl_ptr(int fd, unsigned long request, void *arg) { return ioctl(fd,
 
 int cairn_syncfs(int fd) { return syncfs(fd); }
 
+/* linux/fs.h clashes with sys/mount.h: its three values, as the kernel defines them. */
+#define CAIRN_FS_IOC_GETFLAGS _IOR('f', 1, long)
+#define CAIRN_FS_IOC_SETFLAGS _IOW('f', 2, long)
+#define CAIRN_FS_IMMUTABLE_FL 0x00000010
+
+int cairn_clear_immutable(int fd) {
+    int flags;
+    if (ioctl(fd, CAIRN_FS_IOC_GETFLAGS, &flags) != 0)
+        return (errno == ENOTTY || errno == EOPNOTSUPP || errno == EINVAL) ? 0 : -1;
+    if (!(flags & CAIRN_FS_IMMUTABLE_FL)) return 0;
+    flags &= ~CAIRN_FS_IMMUTABLE_FL;
+    return ioctl(fd, CAIRN_FS_IOC_SETFLAGS, &flags);
+}
+
 int cairn_rename_exchange(int olddirfd, const char *oldpath, int newdirfd, const char *newpath) {
     return renameat2(olddirfd, oldpath, newdirfd, newpath, RENAME_EXCHANGE);
 }

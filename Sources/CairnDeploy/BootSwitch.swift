@@ -243,7 +243,14 @@ func removeTree(_ path: [UInt8]) throws {
     do {
         let dir: FileDescriptor
         do { dir = try FileDescriptor.open(parent, O_RDONLY | O_DIRECTORY) } catch let e as SystemError where e.errno == ENOENT { return }
-        try dir.closeAfter { try FileSystem.removeTree(name, in: dir, path: bytes) }
+        try dir.closeAfter {
+            // ostree marks the deployment directories it makes immutable.
+            if let top = try? dir.openDirectory(name) {
+                defer { top.close() }
+                try top.clearImmutableFlag()
+            }
+            try FileSystem.removeTree(name, in: dir, path: bytes)
+        }
     } catch let e as SystemError {
         throw DeployError("removing \(displayPath(e.path ?? bytes))", "\(e.operation): \(e.message)")
     }

@@ -237,6 +237,7 @@ extension Sysroot {
             // mounts them with verity required.
             if try enableVerity(dir + "/.ostree.cfs") { _ = try repo.enableVerity(onObjectsOf: checksum) }
             etc = try writeEtc(deployment, merge: merge, repo: repo)
+            try writeOstreeFiles(deployment, kernel: kernel, repo: repo)
             try writeFileAtomically(dir + ".origin", Array(deployment.origin.text.utf8))
             try syncFilesystems()
         } catch {
@@ -274,6 +275,29 @@ extension Sysroot {
         guard let merge else { return nil }
         return try EtcTree.merge(oldEtc: at(merge.relativePath) + "/etc", oldCommit: merge.checksum,
                                  newCommit: d.checksum, newEtc: dir + "/etc", repo: repo)
+    }
+
+    /// What ostree's own tools read in a deployment folder, so that
+    /// `ostree admin deploy`, `undeploy` and `cleanup` work on a cairn
+    /// sysroot and a machine can move to ostree and back: the commit's
+    /// pristine /usr/etc (ostree's /etc merge diffs it against etc/), its
+    /// kernel in usr/lib/modules/<kver>/ and its usr/lib/os-release (what
+    /// ostree reads to write the boot entry of a deployment it keeps).
+    /// Hardlinks to the repository's objects, so they cost no space; nothing
+    /// boots from them (the root is the image).
+    func writeOstreeFiles(_ d: Deployment, kernel: (version: String, vmlinuz: String, initramfs: String?), repo: Repository) throws {
+        let usr = at(d.relativePath) + "/usr"
+        try makeDirectory(usr, mode: 0o755)
+        if (try? repo.lookup(commit: d.checksum, path: "/usr/etc")) != nil {
+            try repo.checkoutLinked(commit: d.checksum, subpath: "/usr/etc", to: usr + "/etc")
+        }
+        let modules = usr + "/lib/modules/" + kernel.version
+        for p in [usr + "/lib", usr + "/lib/modules", modules] { try makeDirectory(p, mode: 0o755) }
+        try repo.linkContent(kernel.vmlinuz, to: modules + "/vmlinuz")
+        if let initramfs = kernel.initramfs { try repo.linkContent(initramfs, to: modules + "/initramfs.img") }
+        if case .file(let osRelease)? = (try? repo.lookup(commit: d.checksum, path: "/usr/lib/os-release"))?.kind, !osRelease.isSymlink {
+            try repo.linkContent(osRelease.checksum, to: usr + "/lib/os-release")
+        }
     }
 
     /// Makes a prepared deployment part of the boot set (the default, or
@@ -439,8 +463,9 @@ extension Sysroot {
             throw DeployError("deployment \(d.stateroot) \(d.name)", "its commit \(d.checksum) is missing from \(repo.path); it cannot boot")
         }
         let image = at(d.relativePath) + "/.ostree.cfs"
-        // cairn's deployments boot their image; ostree's without composefs, a checkout.
-        guard FileSystem.exists(Array(image.utf8)) || FileSystem.exists(Array(at(d.relativePath + "/usr").utf8)) else {
+        // cairn's deployments boot their image; ostree's without composefs, a
+        // checkout (cairn's hold only ostree's files under usr/, no usr/bin).
+        guard FileSystem.exists(Array(image.utf8)) || FileSystem.exists(Array(at(d.relativePath + "/usr/bin").utf8)) else {
             throw DeployError("deployment \(d.stateroot) \(d.name)", "its composefs image \(image) is missing; it cannot boot")
         }
     }

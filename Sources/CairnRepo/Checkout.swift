@@ -10,10 +10,22 @@ extension Repository {
     /// ownership, modes and xattrs: a writable tree such as a deployment's
     /// /etc must never share inodes with the repository.
     public func checkoutCopy(commit: String, subpath: String, to destination: String) throws {
+        try checkout(commit: commit, subpath: subpath, to: destination, copy: true)
+    }
+
+    /// Checks out `subpath` of a commit into `destination` (which must not
+    /// exist) as hardlinks to the objects of a bare repository (copies
+    /// otherwise), as ostree checks out a deployment: for trees nothing
+    /// writes to.
+    public func checkoutLinked(commit: String, subpath: String, to destination: String) throws {
+        try checkout(commit: commit, subpath: subpath, to: destination, copy: false)
+    }
+
+    private func checkout(commit: String, subpath: String, to destination: String, copy: Bool) throws {
         var options = OstreeRepoCheckoutAtOptions()
         options.mode = OSTREE_REPO_CHECKOUT_MODE_NONE
         options.overwrite_mode = OSTREE_REPO_CHECKOUT_OVERWRITE_NONE
-        options.force_copy = 1
+        options.force_copy = copy ? 1 : 0
         try subpath.withCString { sub in
             options.subpath = sub
             try gcall("checking out \(subpath) of \(commit) to \(destination)") {
@@ -61,6 +73,19 @@ extension Repository {
             }
         }
         return String(cString: g_checksum_get_string(sum))
+    }
+
+    /// Gives a regular file object's content the name `path`: a hardlink to
+    /// the object of a bare repository (the file's owner, mode and xattrs),
+    /// else, or across filesystems, a copy (mode 0644).
+    public func linkContent(_ checksum: String, to path: String) throws {
+        if mode == .bare {
+            let object = self.path + "/objects/" + checksum.prefix(2) + "/" + checksum.dropFirst(2) + ".file"
+            if link(object, path) == 0 { return }
+            let e = SystemError.current("link", path: Array(path.utf8))
+            guard e.errno == EXDEV || e.errno == EPERM || e.errno == EMLINK else { throw RepoError("linking \(path) to \(object)", e.message) }
+        }
+        try writeContent(checksum, to: path)
     }
 
     /// Writes a regular file object's content to `path` (created, mode 0644).

@@ -47,6 +47,12 @@ public extension FileDescriptor {
         try FileSystem.readLink([], relativeTo: self)
     }
 
+    /// Clears the immutable flag (chattr -i) of this descriptor's file; no
+    /// error where the filesystem has no such flags.
+    func clearImmutableFlag() throws {
+        guard cairn_clear_immutable(rawValue) == 0 else { throw SystemError.current("clearing the immutable flag") }
+    }
+
     /// Sets owner and group of this descriptor's file (a symlink itself, not its target).
     func changeOwner(uid: uid_t, gid: gid_t) throws {
         let r = [UInt8]().withCString { fchownat(rawValue, $0, uid, gid, cairn_AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) }

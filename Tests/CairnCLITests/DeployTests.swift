@@ -155,6 +155,58 @@ final class DeployTests: SysrootTestCase {
         XCTAssertTrue(ds[0]["composefsDigest"] is NSNull, "ostree 2022.7 writes no composefs image")
     }
 
+    /// Debian's ostree manages a cairn sysroot: `ostree admin deploy` on
+    /// top of a cairn deployment (its /etc merge reads usr/etc), `undeploy`
+    /// of its own deployment keeping cairn's (its kernel lookup reads
+    /// usr/lib/modules, its entry usr/lib/os-release), and cairn takes the
+    /// machine back, removing ostree's immutable deployment directory.
+    func testOstreeAdminManagesACairnSysroot() throws {
+        try TestSupport.require(tool: "ostree")
+        try TestSupport.require(tool: "chattr")
+        addTeardownBlock { [sys] in _ = try? TestSupport.sh("for d in '\(sys)'/ostree/deploy/*/deploy/*.[0-9]*; do chattr -i \"$d\" 2>/dev/null; done; true") }
+        try cairn(["sysroot", "init", sys, "--stateroot", "os"])
+        try commit("1.0")
+        try cairn(["deploy", "--sysroot", sys, "os/x"])
+        try commit("2.0")
+        try cairn(["deploy", "--sysroot", sys, "os/x"])
+        let ours = try status()[0]
+        let oursPath = deploymentPath(ours)
+        try TestSupport.sh("echo kept > '\(oursPath)/etc/added-under-cairn'")
+        // What ostree reads is there as hardlinks to the repository's objects.
+        let vmlinuz = oursPath + "/usr/lib/modules/6.12.0/vmlinuz"
+        let links = try XCTUnwrap(try FileManager.default.attributesOfItem(atPath: vmlinuz)[.referenceCount] as? Int)
+        XCTAssertGreaterThanOrEqual(links, 2, "a hardlink to the object")
+        XCTAssertEqual(try TestSupport.sh("cd '\(oursPath)' && find usr/etc -type f | sort"),
+                       try TestSupport.sh("cd '\(oursPath)' && find etc -type f ! -name added-under-cairn | sed 's|^|usr/|' | sort"))
+
+        let v3 = try commit("3.0")
+        try TestSupport.sh("ostree admin deploy --sysroot='\(sys)' --os=os os/x")
+        var ds = try status()
+        XCTAssertEqual(ds.map { $0["checksum"] as? String }, [v3, ours["checksum"] as? String])
+        XCTAssertEqual(try TestSupport.sh("cat '\(deploymentPath(ds[0]))/etc/added-under-cairn'"), "kept\n", "ostree merged cairn's /etc")
+        let live = Set(ds.map { URL(fileURLWithPath: deploymentPath($0)).lastPathComponent })
+        let folders = Set(try FileManager.default.contentsOfDirectory(atPath: sys + "/ostree/deploy/os/deploy").filter { !$0.hasSuffix(".origin") })
+        XCTAssertEqual(folders, live, "no half-made deployment folder")
+
+        // ostree undeploys its own deployment and rewrites cairn's entry.
+        try TestSupport.sh("ostree admin undeploy --sysroot='\(sys)' 0")
+        ds = try status()
+        XCTAssertEqual(ds.map { $0["checksum"] as? String }, [ours["checksum"] as? String])
+        XCTAssertTrue(try TestSupport.sh("ostree admin status --sysroot='\(sys)'").contains(ours["checksum"] as! String))
+        try assertEntriesComplete()
+
+        // And back: cairn deploys on top of an ostree deployment and removes it when retention lets it go.
+        try TestSupport.sh("ostree admin deploy --sysroot='\(sys)' --os=os os/x")
+        let theirs = deploymentPath(try status()[0])
+        XCTAssertTrue(try TestSupport.sh("lsattr -d '\(theirs)'").contains("i"), "ostree marks its deployment immutable")
+        try commit("4.0")
+        try cairn(["deploy", "--sysroot", sys, "os/x"])
+        try cairn(["deploy", "--sysroot", sys, "os/x"])
+        XCTAssertFalse(FileManager.default.fileExists(atPath: theirs))
+        XCTAssertEqual(try status().count, 2)
+        try assertEntriesComplete()
+    }
+
     // MARK: Crash safety
 
     func testCrashAtEveryStepLeavesAWorkingSysroot() throws {

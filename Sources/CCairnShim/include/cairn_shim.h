@@ -25,6 +25,10 @@ int cairn_rename_exchange(int olddirfd, const char *oldpath, int newdirfd, const
 /* unshare(CLONE_NEWNS): this thread (and the threads it starts) get a
    private copy of the mount table. */
 int cairn_unshare_mount_namespace(void);
+/* Clears FS_IMMUTABLE_FL (chattr -i) of the file open at fd, as ostree
+   sets it on its deployment directories. 0 also where the filesystem has
+   no such flags; -1 with errno otherwise. */
+int cairn_clear_immutable(int fd);
 /* statfs(2) f_type of the filesystem holding path, or -1 with errno. */
 long cairn_filesystem_type(const char *path);
 #endif
