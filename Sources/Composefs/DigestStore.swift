@@ -30,19 +30,15 @@ public struct DigestStore: Sendable {
     /// are renamed to their digest.
     static let temporaryPrefix = Array(".tmp".utf8)
 
-    /// Copies the file at `source` into the store unless the object exists.
+    /// Copies the file at `source` into the store unless the object exists:
+    /// a reflink where the filesystem can, else copy_file_range (as
+    /// mkcomposefs does).
     public func store(source: [UInt8], digest: [UInt8]) throws {
         if FileSystem.exists(objectPath(digest)) { return }
         let object = try DigestStoreObject(store: self)
-        let src = try FileDescriptor.open(source, O_RDONLY)
+        let src = try FileDescriptor.open(source, O_RDONLY | O_NOFOLLOW)
         try src.closeAfter {
-            let buf = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 20, alignment: 4096)
-            defer { buf.deallocate() }
-            while true {
-                let n = try src.read(into: buf)
-                if n == 0 { break }
-                try object.file.write(UnsafeRawBufferPointer(rebasing: buf[0..<n]))
-            }
+            guard cairn_copy_file(src.rawValue, object.file.rawValue) == 0 else { throw SystemError.current("copying", path: source) }
         }
         _ = try object.finish(digest: digest)
         try object.install()

@@ -25,6 +25,10 @@ int cairn_rename_exchange(int olddirfd, const char *oldpath, int newdirfd, const
 /* unshare(CLONE_NEWNS): this thread (and the threads it starts) get a
    private copy of the mount table. */
 int cairn_unshare_mount_namespace(void);
+/* Makes out's content in's: a reflink (FICLONE) where the filesystem
+   shares blocks, else copy_file_range(2) to the end, else read/write.
+   0, or -1 with errno. */
+int cairn_copy_file(int in, int out);
 /* Clears FS_IMMUTABLE_FL (chattr -i) of the file open at fd, as ostree
    sets it on its deployment directories. 0 also where the filesystem has
    no such flags; -1 with errno otherwise. */
