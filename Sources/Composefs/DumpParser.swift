@@ -7,15 +7,24 @@ import CairnSystem
 
 /// Parser for the composefs dump format (spec appendix A), as read by
 /// `mkcomposefs --from-file`. Errors name the 1-based line and the field.
+///
+/// `strict` is mkcomposefs's `CFS_PARSE_STRICT` (any value): it also refuses
+/// a last line without its newline, a non-zero RDEV on anything but a
+/// character or block device, and a symlink whose SIZE is not the length of
+/// its target or that has CONTENT.
 public enum DumpParser {
     static let fieldNames = ["PATH", "SIZE", "MODE", "NLINK", "UID", "GID", "RDEV", "MTIME", "PAYLOAD", "CONTENT", "DIGEST"]
 
-    public static func parse(_ text: [UInt8]) throws -> ComposefsTree {
-        try text.withUnsafeBufferPointer { try parse($0) }
+    /// mkcomposefs parses strictly when this environment variable is set, whatever its value.
+    public static let strictEnvironmentVariable = "CFS_PARSE_STRICT"
+
+    public static func parse(_ text: [UInt8], strict: Bool = false) throws -> ComposefsTree {
+        try text.withUnsafeBufferPointer { try parse($0, strict: strict) }
     }
 
-    public static func parse(_ text: UnsafeBufferPointer<UInt8>) throws -> ComposefsTree {
+    public static func parse(_ text: UnsafeBufferPointer<UInt8>, strict: Bool = false) throws -> ComposefsTree {
         var state = State()
+        state.strict = strict
         var lineNo = 0
         var start = 0
         let n = text.count
@@ -23,6 +32,9 @@ public enum DumpParser {
             var end = start
             while end < n && text[end] != 0x0a { end += 1 }
             lineNo += 1
+            if strict && end == n {
+                throw ComposefsError(.invalidDump, "missing newline at the end of the last line", line: lineNo)
+            }
             try state.parseLine(UnsafeBufferPointer(rebasing: text[start..<end]), line: lineNo)
             start = end + 1
         }
@@ -40,6 +52,7 @@ public enum DumpParser {
     }
 
     struct State {
+        var strict = false
         var tree: ComposefsTree?
         var fixups: [Fixup] = []
         /// Xattr lists already parsed, by the hash of their raw text: most
@@ -88,7 +101,8 @@ public enum DumpParser {
             node.nlink = UInt32(truncatingIfNeeded: try parseInt(fields[3], base: 10).orThrow { fail($0, 3, path: path) })
             node.uid = UInt32(truncatingIfNeeded: try parseInt(fields[4], base: 10).orThrow { fail($0, 4, path: path) })
             node.gid = UInt32(truncatingIfNeeded: try parseInt(fields[5], base: 10).orThrow { fail($0, 5, path: path) })
-            let rdev = UInt32(truncatingIfNeeded: try parseInt(fields[6], base: 10).orThrow { fail($0, 6, path: path) })
+            let rdev64 = try parseInt(fields[6], base: 10).orThrow { fail($0, 6, path: path) }
+            let rdev = UInt32(truncatingIfNeeded: rdev64)
             // MTIME: SECONDS.NANOSECONDS
             let mt = fields[7]
             guard let dot = mt.firstIndex(of: 0x2e) else { throw fail("expected SECONDS.NANOSECONDS", 7, path: path) }
@@ -114,10 +128,22 @@ public enum DumpParser {
                 guard d.count == 64, let raw = hexDecode(d) else { throw fail("digest must be 64 hex digits", 10, path: path) }
                 node.digest = raw
             }
+            let isDevice = node.fileType == FileMode.charDevice || node.fileType == FileMode.blockDevice
+            if strict && !isDevice && rdev64 != 0 {
+                throw fail("non-zero device number \(rdev64) on a file that is not a device", 6, path: path)
+            }
             switch node.fileType {
             case FileMode.symlink:
                 guard let t = payload, !t.isEmpty else { throw fail("symlink without target", 8, path: path) }
                 guard t.count < 4096 else { throw fail("symlink target of 4096 bytes or more", 8, path: path) }
+                if strict {
+                    // mkcomposefs measures the target as a C string.
+                    let length = UInt64(t.firstIndex(of: 0) ?? t.count)
+                    guard node.size == length else {
+                        throw fail("symlink size \(node.size) does not match the length \(length) of its target", 1, path: path)
+                    }
+                    if let content, !content.isEmpty { throw fail("a symlink cannot have content", 9, path: path) }
+                }
                 node.payload = t
                 node.size = UInt64(t.count)
             case FileMode.regular:

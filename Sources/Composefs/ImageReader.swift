@@ -46,7 +46,7 @@ import Glibc
 import Musl
 #endif
 
-private struct RawInode {
+struct RawInode {
     var nid: UInt64
     var mode: UInt32
     var nlink: UInt32
@@ -58,11 +58,13 @@ private struct RawInode {
     var mtimeSec: Int64
     var mtimeNsec: UInt32
     var layout: Int
-    var xattrs: [ComposefsXattr]
+    var xattrs: [ComposefsXattr]   // the shared ones first, then the inline ones
+    var xattrOffsets: [Int]        // where each entry of `xattrs` starts in the image
+    var sharedCount: Int
     var tailOffset: Int        // where inline data starts
 }
 
-private struct Reader {
+struct Reader {
     let img: UnsafeRawBufferPointer
     var buildSec: Int64 = 0
     var buildNsec: UInt32 = 0
@@ -88,6 +90,14 @@ private struct Reader {
     func bytes(_ o: Int, _ n: Int) throws -> [UInt8] { try check(o, n); return Array(img[o..<(o + n)]) }
 
     mutating func run() throws -> ComposefsImageInfo {
+        let (rootNid, inos, flags) = try header()
+        let tree = try buildTree(rootNid: rootNid)
+        return ComposefsImageInfo(tree: tree, formatVersion: version, flags: flags, inodeCount: inos)
+    }
+
+    /// Checks the magics and reads what the rest needs; returns the root nid,
+    /// the inode count and the header flags.
+    mutating func header() throws -> (UInt64, UInt64, UInt32) {
         guard img.count >= 1152 else { throw fail("image shorter than header and superblock") }
         guard try u32(0) == 0xD078_629A else { throw fail("bad composefs magic", 0) }
         let flags = try u32(8)
@@ -101,8 +111,7 @@ private struct Reader {
         let (xb, o) = Int(try u32(1024 + 44)).multipliedReportingOverflow(by: 4096)
         guard !o else { throw fail("bad xattr_blkaddr", 1068) }
         xattrBase = xb
-        let tree = try buildTree(rootNid: rootNid)
-        return ComposefsImageInfo(tree: tree, formatVersion: version, flags: flags, inodeCount: inos)
+        return (rootNid, inos, flags)
     }
 
     func inode(_ nid: UInt64) throws -> RawInode {
@@ -116,7 +125,8 @@ private struct Reader {
         let icount = Int(try u16(o + 2))
         let mode = UInt32(try u16(o + 4))
         var n = RawInode(nid: nid, mode: mode, nlink: 0, uid: 0, gid: 0, size: 0, iu: 0, ino: 0,
-                         mtimeSec: buildSec, mtimeNsec: buildNsec, layout: layout, xattrs: [], tailOffset: 0)
+                         mtimeSec: buildSec, mtimeNsec: buildNsec, layout: layout, xattrs: [], xattrOffsets: [],
+                         sharedCount: 0, tailOffset: 0)
         var q: Int
         if extended {
             try check(o, 64)
@@ -137,16 +147,19 @@ private struct Reader {
             let end = q + areaSize
             let shared = Int(try u8(q + 4))
             guard 12 + shared * 4 <= areaSize else { throw fail("shared xattr count exceeds the xattr area", q) }
+            n.sharedCount = shared
             for s in 0..<shared {
                 let id = Int(try u32(q + 12 + 4 * s))
                 let eo = xattrBase + id * 4
                 n.xattrs.append(try entry(eo).0)
+                n.xattrOffsets.append(eo)
             }
             var p = q + 12 + shared * 4
             while p < end {
                 let (x, len) = try entry(p)
                 guard p + len <= end else { throw fail("xattr entry crosses the end of the xattr area", p) }
                 n.xattrs.append(x)
+                n.xattrOffsets.append(p)
                 p += len
             }
             q = end

@@ -101,6 +101,9 @@ public struct PreparedImage {
         return out
     }
 
+    /// The image's fs-verity digest, the image written nowhere.
+    public func digest() -> [UInt8] { fsVerityDigest(bytes()) }
+
     /// Streams the image to `fd` (at its current position): the inode area
     /// through a small window, then the data blocks. With `digest` also
     /// returns the image's fs-verity digest.

@@ -137,6 +137,79 @@ final class ImageTests: CairnTestCase {
         XCTAssertTrue(missing.stderr.contains(dir + "/nope"))
     }
 
+    /// CFS_PARSE_STRICT (any value, as mkcomposefs reads it): the error names
+    /// the line and field and no image is written; unset, the same dump is
+    /// accepted.
+    func testStrictDumpParsing() throws {
+        let lines = "/ 4096 40755 2 0 0 0 0.0 - - -\\n/l 9 120777 1 0 0 0 0.0 target - -\\n"
+        try TestSupport.sh("printf '\(lines)' > '\(dir)/sym.dump'")
+        for value in ["1", ""] {
+            let r = try TestSupport.run(cairnPath, ["image", "create", "--from-dump", dir + "/sym.dump", dir + "/s.cfs"],
+                                        environment: ["CFS_PARSE_STRICT": value])
+            XCTAssertEqual(r.status, 1, r.stderr)
+            XCTAssertEqual(r.stderr, "cairn: error: reading dump \(dir)/sym.dump: line 2: SIZE: /l: symlink size 9 does not match the length 6 of its target\n")
+            XCTAssertFalse(FileManager.default.fileExists(atPath: dir + "/s.cfs"))
+        }
+        try cairn(["image", "create", "--from-dump", dir + "/sym.dump", dir + "/s.cfs"])
+        XCTAssertTrue(FileManager.default.fileExists(atPath: dir + "/s.cfs"))
+    }
+
+    /// --print-digest-only prints what --print-digest prints and writes
+    /// nothing; it takes no image argument, as in mkcomposefs.
+    func testPrintDigestOnly() throws {
+        try TestSupport.sh("mkdir -p '\(dir)/src/d' && printf 'x%.0s' $(seq 9000) > '\(dir)/src/d/big' && echo hi > '\(dir)/src/small'")
+        try TestSupport.sh("printf '/ 4096 40755 2 0 0 0 0.0 - - -\\n/a 5 100644 1 0 0 0 0.0 - hello -\\n' > '\(dir)/a.dump'")
+        for source in [["--from-dir", dir + "/src"], ["--from-dump", dir + "/a.dump"]] {
+            let full = try cairn(["image", "create"] + source + ["--print-digest", dir + "/full.cfs"]).stdout
+            let before = try FileManager.default.contentsOfDirectory(atPath: dir).sorted()
+            let only = try cairn(["image", "create"] + source + ["--print-digest-only"]).stdout
+            XCTAssertEqual(only, full)
+            XCTAssertEqual(only.count, 65)
+            XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: dir).sorted(), before)
+            try cairn(["image", "create"] + source + ["--print-digest-only", dir + "/no.cfs"], expect: 2)
+            XCTAssertFalse(FileManager.default.fileExists(atPath: dir + "/no.cfs"))
+        }
+        try cairn(["image", "create", "--from-dump", dir + "/a.dump"], expect: 2)
+    }
+
+    /// --threads N: the same image with 1 thread as with the default; N >= 1.
+    func testThreads() throws {
+        try TestSupport.sh("mkdir -p '\(dir)/src' && for i in $(seq 20); do printf 'file %0200d' $i > '\(dir)/src/f'$i; done")
+        try cairn(["image", "create", "--from-dir", dir + "/src", dir + "/default.cfs"])
+        try cairn(["image", "create", "--from-dir", dir + "/src", "--threads", "1", "--digest-store", dir + "/store", dir + "/one.cfs"])
+        try cairn(["image", "create", "--from-dir", dir + "/src", "--threads=3", dir + "/three.cfs"])
+        XCTAssertEqual(try sha256(dir + "/one.cfs"), try sha256(dir + "/default.cfs"))
+        XCTAssertEqual(try sha256(dir + "/three.cfs"), try sha256(dir + "/default.cfs"))
+        for bad in ["0", "-1", "x"] {
+            try cairn(["image", "create", "--from-dir", dir + "/src", "--threads", bad, dir + "/bad.cfs"], expect: 2)
+        }
+        try TestSupport.sh("printf '/ 4096 40755 2 0 0 0 0.0 - - -\\n' > '\(dir)/r.dump'")
+        try cairn(["image", "create", "--from-dump", dir + "/r.dump", "--threads", "2", dir + "/bad.cfs"], expect: 2)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: dir + "/bad.cfs"))
+    }
+
+    /// image dump and ls --format composefs-info print composefs-info's text
+    /// (taken from composefs-info 1.0.8): a hardlink with its target's
+    /// xattrs, the root's opaque markers, --filter.
+    func testComposefsInfoFormats() throws {
+        try TestSupport.sh("""
+            printf '/ 4096 40755 2 0 0 0 0.0 - - - user.z=1\\n/f 100 100644 2 0 0 0 0.0 ab/cdef0 - - user.b=2 user.a=1\\n/h 0 @100644 0 0 0 0 0.0 /f - -\\n/w 0 20644 1 0 0 0 0.0 - - -\\n' > '\(dir)/h.dump'
+            """)
+        try cairn(["image", "create", "--from-dump", dir + "/h.dump", dir + "/h.cfs"])
+        XCTAssertEqual(try cairn(["image", "dump", dir + "/h.cfs"]).stdout, """
+            / 4096 40755 2 0 0 0 0.0 - - - trusted.overlay.opaque=x user.overlay.opaque=x user.z=1
+            /f 100 100644 2 0 0 0 0.0 ab/cdef0 - - user.a=1 user.b=2
+            /h 100 @100644 2 0 0 0 0.0 /f - - user.a=1 user.b=2
+            /w 0 20644 1 0 0 0 0.0 - - -
+
+            """)
+        XCTAssertEqual(try cairn(["image", "ls", "--format", "composefs-info", dir + "/h.cfs"]).stdout, "/f\t@ ab/cdef0\n/h\n/w\n")
+        XCTAssertEqual(try cairn(["image", "dump", "--filter", "w", dir + "/h.cfs"]).stdout,
+                       "/ 4096 40755 2 0 0 0 0.0 - - - trusted.overlay.opaque=x user.overlay.opaque=x user.z=1\n/w 0 20644 1 0 0 0 0.0 - - -\n")
+        try cairn(["image", "dump", "--filter", "a/b", dir + "/h.cfs"], expect: 2)
+        try cairn(["image", "ls", "--filter", "w", dir + "/h.cfs"], expect: 2)
+    }
+
     func testBadImagesAndDumpsAreRefusedWithoutLeftovers() throws {
         try TestSupport.sh("printf '/ 0 40755 2 0 0 0 0.0 - - -\\n/a 5 100644 1 0 0 0 0.0 - hello -\\n/a/b 0 100644 1 0 0 0 0.0 - - -\\n' > '\(dir)/bad.dump'")
         let r = try cairn(["image", "create", "--from-dump", dir + "/bad.dump", dir + "/out.cfs"], expect: 1)

@@ -33,6 +33,10 @@ final class RobustnessTests: XCTestCase {
                     // Whatever was read must dump and parse back.
                     _ = try? DumpParser.parse(DumpWriter.dump(info.tree))
                 }
+                if let tree = try? ImageReader.composefsInfoTree(m) {
+                    _ = DumpWriter.composefsInfoDump(tree)
+                    _ = DumpWriter.composefsInfoListing(tree)
+                }
             }
         }
     }

@@ -126,8 +126,14 @@ struct ImageCreate: ParsableCommand {
     @Flag(name: .customLong("print-digest"), help: "Print the image's fs-verity digest.")
     var printDigest = false
 
-    @Argument(help: ArgumentHelp("Image file to write, - for stdout.", valueName: "image"))
-    var image: String
+    @Flag(name: .customLong("print-digest-only"), help: "Print the image's fs-verity digest and write no image (give no image argument).")
+    var printDigestOnly = false
+
+    @Option(name: .customLong("threads"), help: ArgumentHelp("With --from-dir: threads that hash and copy files (default: one per online CPU).", valueName: "n"))
+    var threads: Int?
+
+    @Argument(help: ArgumentHelp("Image file to write, - for stdout; left out with --print-digest-only.", valueName: "image"))
+    var image: String?
 
     func validate() throws {
         let sources = [fromDir, fromOCI, fromDump, fromCommit].compactMap { $0 }
@@ -148,6 +154,21 @@ struct ImageCreate: ParsableCommand {
         if fromCommit != nil && (minVersion != nil || maxVersion != nil || useEpoch) {
             throw ValidationError("--from-commit writes ostree's image; --min-version, --max-version and --use-epoch do not apply")
         }
+        if printDigestOnly && image != nil { throw ValidationError("--print-digest-only writes no image: leave out the image argument") }
+        if !printDigestOnly && image == nil { throw ValidationError("name the image file to write (- for stdout)") }
+        if let n = threads {
+            guard fromDir != nil else { throw ValidationError("--threads goes with --from-dir") }
+            guard n >= 1 else { throw ValidationError("--threads takes a number of at least 1") }
+        }
+    }
+
+    /// What errors name: the image file, or the digest when none is written.
+    var target: String { image ?? "(digest only)" }
+
+    /// Prints the digest: on stderr when the image itself went to stdout.
+    func show(_ digest: [UInt8]) {
+        let line = hexString(digest) + "\n"
+        if image == "-" { Terminal.stderr(line) } else { print(line, terminator: "") }
     }
 
     func run() throws {
@@ -161,8 +182,9 @@ struct ImageCreate: ParsableCommand {
         defer { lock?.close() }
         do {
             if let store { lock = try store.lock(exclusive: false) }
-            let scan = DirectoryScanOptions(useEpoch: useEpoch, skipXattrs: skipXattrs, userXattrsOnly: userXattrs,
+            var scan = DirectoryScanOptions(useEpoch: useEpoch, skipXattrs: skipXattrs, userXattrsOnly: userXattrs,
                                             skipDevices: skipDevices, digestStore: store)
+            if let threads { scan.threads = threads }
             if let dir = fromDir {
                 bytes = try ImageWriter.image(of: try DirectoryScanner.scan(dir, options: scan), options: options)
             } else if let source = fromOCI, let store {
@@ -172,40 +194,38 @@ struct ImageCreate: ParsableCommand {
                 bytes = try r.composefsCheckout(commit: try r.resolve(fromCommit!), verity: !noVerity, checkRecordedDigest: !noDigestCheck)
             }
         } catch let e as ComposefsError {
-            throw RepoError("creating image \(image)", e.description)
+            throw RepoError("creating image \(target)", e.description)
         } catch let e as SystemError {
-            throw RepoError("creating image \(image)", e.description)
+            throw RepoError("creating image \(target)", e.description)
         }
+        guard let image else { return show(fsVerityDigest(bytes)) }
         try writeOutput(bytes, to: image)
-        if printDigest {
-            let line = hexString(fsVerityDigest(bytes)) + "\n"
-            if image == "-" { Terminal.stderr(line) } else { print(line, terminator: "") }
-        }
+        if printDigest { show(fsVerityDigest(bytes)) }
     }
 }
 
 extension ImageCreate {
     /// --from-dump: the dump text is dropped once parsed and the image is
     /// streamed to the output instead of being built in memory.
+    /// CFS_PARSE_STRICT (any value, as mkcomposefs reads it) parses strictly.
     func runFromDump(_ dump: String) throws {
         let options = ComposefsWriteOptions.commandLine(minVersion: minVersion, maxVersion: maxVersion, useEpoch: useEpoch)
+        let strict = ProcessInfo.processInfo.environment[DumpParser.strictEnvironmentVariable] != nil
         let prepared: PreparedImage
         do {
             let tree: ComposefsTree
             do {
                 let text = try readInput(dump)
-                tree = try DumpParser.parse(text)
+                tree = try DumpParser.parse(text, strict: strict)
             }
             prepared = try ImageWriter.prepare(tree, options: options)
         } catch let e as ComposefsError {
             throw RepoError("reading dump \(dump)", e.description)
         }
+        guard let image else { return show(prepared.digest()) }
         var digest: [UInt8]?
         try writeOutput(to: image) { fd in digest = try prepared.write(to: fd, digest: printDigest) }
-        if let digest {
-            let line = hexString(digest) + "\n"
-            if image == "-" { Terminal.stderr(line) } else { print(line, terminator: "") }
-        }
+        if let digest { show(digest) }
     }
 }
 
@@ -234,24 +254,69 @@ struct ImageDigest: ParsableCommand {
     }
 }
 
+/// The tree composefs-info reads from an image, `--filter` names kept at the top.
+func readComposefsInfoTree(_ path: String, filter: [String]) throws -> ComposefsTree {
+    let bytes = try readInput(path)
+    do {
+        return try ImageReader.composefsInfoTree(bytes, topLevel: filter.isEmpty ? nil : Set(filter.map { Array($0.utf8) }))
+    } catch let e as ComposefsError {
+        throw RepoError("reading image \(path)", e.description)
+    }
+}
+
+func validateFilter(_ filter: [String]) throws {
+    for f in filter where f.isEmpty || f.contains("/") {
+        throw ValidationError("--filter takes a single name, not '\(f)'")
+    }
+}
+
 struct ImageDump: ParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "dump", abstract: "Print an image as a composefs dump file.")
+    static let configuration = CommandConfiguration(
+        commandName: "dump",
+        abstract: "Print an image as a composefs dump file, as composefs-info dump does.",
+        discussion: "Byte for byte what composefs-info 1.0.8 prints: hardlinks as '@' lines with their target's fields and xattrs, xattrs in the image's order, the overlay markers composefs-info shows (a directory holding whiteouts keeps trusted.overlay.opaque=x and user.overlay.opaque=x). mkcomposefs --from-file (or image create --from-dump) of this text gives the image again."
+    )
+
+    @Option(help: ArgumentHelp("Only this top-level entry (repeatable), as composefs-info --filter.", valueName: "name"))
+    var filter: [String] = []
 
     @Argument(help: ArgumentHelp("Image file, - for stdin.", valueName: "image"))
     var image: String
 
+    func validate() throws { try validateFilter(filter) }
+
     func run() throws {
-        Terminal.write(DumpWriter.dump(try readImage(image).tree))
+        Terminal.write(DumpWriter.composefsInfoDump(try readComposefsInfoTree(image, filter: filter)))
     }
 }
 
 struct ImageLs: ParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "ls", abstract: "List every entry of an image.")
+    static let configuration = CommandConfiguration(
+        commandName: "ls",
+        abstract: "List every entry of an image.",
+        discussion: "--format cairn (the default): type and mode, owner, size, path and symlink target. --format composefs-info: what composefs-info ls prints (the path; '/' and a tab for a directory, a tab and '-> TARGET' for a symlink, a tab and '@ OBJECT' for a file with a backing object)."
+    )
+
+    enum Format: String, ExpressibleByArgument, CaseIterable { case cairn, composefsInfo = "composefs-info" }
+
+    @Option(help: "Output format: cairn or composefs-info.")
+    var format: Format = .cairn
+
+    @Option(help: ArgumentHelp("With --format composefs-info: only this top-level entry (repeatable).", valueName: "name"))
+    var filter: [String] = []
 
     @Argument(help: ArgumentHelp("Image file, - for stdin.", valueName: "image"))
     var image: String
 
+    func validate() throws {
+        try validateFilter(filter)
+        if !filter.isEmpty && format != .composefsInfo { throw ValidationError("--filter goes with --format composefs-info") }
+    }
+
     func run() throws {
+        if format == .composefsInfo {
+            return Terminal.write(DumpWriter.composefsInfoListing(try readComposefsInfoTree(image, filter: filter)))
+        }
         let tree = try readImage(image).tree
         var out: [UInt8] = []
         func visit(_ i: Int) {
