@@ -11,7 +11,7 @@ DEMO_PACKAGES := $(BUILD_PACKAGES) busybox-static ostree python3 nginx-light
 # QEMU comes from bookworm-backports (scripts/install-backports.sh says why).
 VM_BACKPORTS := qemu-system-x86
 VM_PACKAGES := $(BUILD_PACKAGES) e2fsprogs xz-utils busybox-static gzip debootstrap \
-	ovmf systemd-boot-efi mtools dosfstools fdisk nginx-light socat python3
+	ovmf systemd-boot-efi mtools dosfstools fdisk nginx-light socat python3 buildah
 BENCH_PACKAGES := $(TEST_PACKAGES) debootstrap time openssl
 
 .PHONY: all build release install demo demo-boot test test-vm test-vm-full prepare-root bench-commit bench-composefs bench-deploy bench-pull bench-oci bench-storage clean

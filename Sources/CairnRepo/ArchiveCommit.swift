@@ -154,16 +154,13 @@ extension Repository {
         }
     }
 
-    /// Opens the archive for reading, with pax names (UTF-8) read as UTF-8
-    /// whatever the process's locale: in the C locale libarchive fails to
-    /// convert any non-ASCII name.
+    /// Opens the archive for reading, with pax names read as UTF-8 (see
+    /// withUTF8ArchiveNames).
     private static func withArchive<R>(_ source: String, _ body: (OpaquePointer) throws -> R) throws -> R {
-        let utf8 = newlocale(LC_CTYPE_MASK, "C.UTF-8", nil)
-        let previous = utf8.map { uselocale($0) }
-        defer {
-            if let previous { uselocale(previous) }
-            if let utf8 { freelocale(utf8) }
-        }
+        try withUTF8ArchiveNames { try openArchive(source, body) }
+    }
+
+    private static func openArchive<R>(_ source: String, _ body: (OpaquePointer) throws -> R) throws -> R {
         let a = archive_read_new()!
         defer { archive_read_free(a) }
         archive_read_support_filter_all(a)
@@ -279,6 +276,22 @@ extension Repository {
         let parts = raw.split(separator: "/", omittingEmptySubsequences: true).filter { $0 != "." }
         return "/" + parts.joined(separator: "/")
     }
+}
+
+/// Runs `body` with this thread's LC_CTYPE C.UTF-8, so that libarchive
+/// reads pax names (UTF-8) as UTF-8 whatever the process's locale: in the C
+/// locale (a program that never calls setlocale) it fails to convert any
+/// non-ASCII name or link target ("Pathname can't be converted from UTF-8
+/// to current locale"). Every tar reader of archives and image layers reads
+/// inside it.
+func withUTF8ArchiveNames<R>(_ body: () throws -> R) rethrows -> R {
+    let utf8 = newlocale(LC_CTYPE_MASK, "C.UTF-8", nil)
+    let previous = utf8.map { uselocale($0) }
+    defer {
+        if let previous { uselocale(previous) }
+        if let utf8 { freelocale(utf8) }
+    }
+    return try body()
 }
 
 /// An archive entry's xattrs (PAX `SCHILY.xattr.*` and the like), names as

@@ -186,6 +186,10 @@ extension Repository {
     /// transaction; each layer's digests as it is read; the ref moves only
     /// when everything checked and was written.
     public func commit(oci text: String, options: CommitOptions) throws -> CommitResult {
+        try withUTF8ArchiveNames { try commitOCI(text, options: options) }
+    }
+
+    private func commitOCI(_ text: String, options: CommitOptions) throws -> CommitResult {
         try Repository.validateRef(options.branch)
         let source = try OCISource(parsing: text)
         let image = try OCIImage.open(source)

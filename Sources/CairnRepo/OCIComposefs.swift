@@ -155,7 +155,7 @@ public enum OCIComposefs {
         let sink = DigestStoreSink(store: store, options: options)
         let applier = OCILayerApplier(sink: sink)
         do {
-            try applier.apply(image)
+            try withUTF8ArchiveNames { try applier.apply(image) }
             let tree = try sink.tree(applier.root)
             try sink.installNamed(tree)
             return tree

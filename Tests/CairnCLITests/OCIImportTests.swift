@@ -325,6 +325,41 @@ final class OCIImportTests: CairnTestCase {
         XCTAssertTrue(held.contains("removed 1 object(s), 70000 bytes"), held)
     }
 
+    /// Names and link targets beyond ASCII (Debian's ca-certificates has
+    /// /etc/ssl/certs/NetLock_Arany_=Class_Gold=_Főtanúsítvány.pem and links
+    /// to it), which Go's archive/tar writes as pax path and linkpath
+    /// records: committed whatever the locale (cairn never sets one, so
+    /// libarchive would convert them to the C locale's ASCII and fail), the
+    /// same tree as the folder's.
+    func testNonASCIINamesAndLinkTargets() throws {
+        try requireTools()
+        try TestSupport.sh("""
+            set -e
+            cd '\(dir)'
+            mkdir -p tree/etc/ssl/certs tree/usr/share/ça
+            printf 'cert\\n' > 'tree/etc/ssl/certs/NetLock_Arany_=Class_Gold=_Főtanúsítvány.pem'
+            ln -s 'NetLock_Arany_=Class_Gold=_Főtanúsítvány.pem' tree/etc/ssl/certs/988a38cb.0
+            printf 'ü\\n' > tree/usr/share/ça/über
+            B="buildah --root $PWD/storage --runroot $PWD/run --storage-driver vfs"
+            c=$($B from scratch)
+            cp -a tree/. "$($B mount $c)/"
+            $B commit -q $c names >/dev/null
+            $B push -q names oci:$PWD/names
+            """)
+        let repo = dir + "/r"
+        try cairn(["init", "--repo", repo])
+        try cairn(["commit", "--repo", repo, "-b", "folder", "--timestamp", "1700000000", dir + "/tree"])
+        try cairn(["commit", "--repo", repo, "-b", "os", "--timestamp", "1700000000", "--from-oci", "oci:\(dir)/names"])
+        XCTAssertEqual(try rootChecksums(repo, "os"), try rootChecksums(repo, "folder"))
+        let ls = try cairn(["ls", "--repo", repo, "-R", "os", "/usr"]).stdout
+        XCTAssertTrue(ls.contains("/usr/etc/ssl/certs/988a38cb.0 -> NetLock_Arany_=Class_Gold=_Főtanúsítvány.pem"), ls)
+        XCTAssertTrue(ls.contains("/usr/share/ça/über"), ls)
+        // The composefs image of the same layers reads them alike.
+        try cairn(["image", "create", "--from-oci", "oci:\(dir)/names", "--digest-store", dir + "/store", dir + "/names.cfs"])
+        let image = try cairn(["image", "ls", dir + "/names.cfs"]).stdout
+        XCTAssertTrue(image.contains("/etc/ssl/certs/988a38cb.0 -> NetLock_Arany_=Class_Gold=_Főtanúsítvány.pem") && image.contains("/usr/share/ça/über"), image)
+    }
+
     // MARK: Bad input
 
     /// Refused with one `cairn: error:` line naming each of `texts`; the

@@ -11,7 +11,7 @@
 #   --full  five power cuts (make test-vm-full); else CAIRN_VM_POWER_CUTS or 2
 # CAIRN_VM_SEED fixes the power cuts' moments; CAIRN_VM_WATCH=1 shows the
 # consoles; CAIRN_VM_KEEP=1 keeps the temp folder; CAIRN_VM_ONLY=self-healing
-# runs only the last scenarios.
+# runs only the last scenarios, CAIRN_VM_ONLY=oci only the OCI image's.
 set -euo pipefail
 cairn=$(realpath "$1")
 prep=$(realpath "$2")
@@ -26,6 +26,12 @@ state() { python3 "$here/machine_state.py" "$@"; }
 cuts=${CAIRN_VM_POWER_CUTS:-$([[ $full == --full ]] && echo 5 || echo 2)}
 seed=${CAIRN_VM_SEED:-$(( $(date +%s) % 100000 ))}
 passed=0 failed=0 boot_n=0 console=""
+# CAIRN_VM_ONLY=self-healing runs only the self-healing scenarios (they
+# start from v1 as installed), CAIRN_VM_ONLY=oci only the OCI-built
+# system's (from v1 too, without the initramfs-tools system), to iterate
+# on them faster.
+only=${CAIRN_VM_ONLY:-}
+case $only in ""|self-healing|oci) ;; *) echo "machine-test: CAIRN_VM_ONLY is self-healing or oci, not '$only'" >&2; exit 2 ;; esac
 
 # One scenario's verdict: each check is "what got want"; all must hold.
 verdict() {
@@ -99,8 +105,8 @@ publish() {
 }
 echo "# building the OS trees (cached debootstrap under ${CAIRN_CACHE:-/var/tmp/cairn-cache})"
 machine_tree dracut "$w/tree" "$w/vendor.pub" 1
-machine_tree initramfs-tools "$w/tree-itools" "$w/vendor.pub" itools
-for t in tree tree-itools; do head -c 20000 /dev/zero | tr '\0' 'p' > "$w/$t/usr/share/cairn-probe"; done
+[[ $only == oci ]] || machine_tree initramfs-tools "$w/tree-itools" "$w/vendor.pub" itools
+for t in tree tree-itools; do [[ ! -d $w/$t ]] || head -c 20000 /dev/zero | tr '\0' 'p' > "$w/$t/usr/share/cairn-probe"; done
 v1=$(publish debian/x 1 "$w/tree")
 
 # ---- The machine as installed: v1 deployed from the server, signed ----
@@ -122,7 +128,67 @@ machine_seal "$disk"
 # The updates: v2, and the same system with an initramfs-tools initramfs.
 echo "CAIRN_TEST_VERSION=2" > "$w/tree/usr/lib/os-release.cairn"
 v2=$(publish debian/x 2 "$w/tree")
-vi=$(publish debian/itools itools "$w/tree-itools")
+[[ $only == oci ]] || vi=$(publish debian/itools itools "$w/tree-itools")
+
+# ---- The OCI-built system: buildah builds it FROM scratch, in two layers ----
+# Layer 1: v2's tree, copied into the scratch container's root (buildah
+# mount; with the vfs driver a plain folder, so nothing is mounted), as a
+# build FROM scratch fills it (owners, modes and xattrs kept: a
+# Containerfile COPY would make every file root's). Layer 2: a
+# Containerfile-style COPY of the os-release marker (CAIRN_TEST_VERSION=oci)
+# and the version label. buildah's storage is the test's own (never the
+# host's /var/lib/containers), removed once the image is pushed to an OCI
+# archive. cairn commits the archive to debian/oci and signs it, as
+# publish does a folder; there are no device nodes to leave out
+# (machine_tree empties /dev), so no --skip-special: a special file in
+# the tree would make the commit refuse, and this test fail, as the
+# folder commits of the same tree would. (Not for CAIRN_VM_ONLY=self-healing.)
+oci=$w/oci oci_label=oci-2
+oci_build() {
+    local b=(buildah --root "$oci/storage" --runroot "$oci/run" --storage-driver vfs) c m
+    # One && chain: set -e does not apply in a function called before ||.
+    mkdir -p "$oci" &&
+    c=$("${b[@]}" from scratch) &&
+    m=$("${b[@]}" mount "$c") &&
+    cp -a "$w/tree/." "$m/" &&
+    "${b[@]}" commit -q "$c" cairn-vm-base &&
+    c=$("${b[@]}" from cairn-vm-base) &&
+    echo "CAIRN_TEST_VERSION=oci" > "$oci/os-release.cairn" &&
+    "${b[@]}" copy --chmod 0644 "$c" "$oci/os-release.cairn" /usr/lib/os-release.cairn &&
+    "${b[@]}" config --label "org.opencontainers.image.version=$oci_label" "$c" &&
+    "${b[@]}" commit -q "$c" cairn-vm-oci &&
+    "${b[@]}" push -q --digestfile "$oci/digest" cairn-vm-oci "oci-archive:$oci/image.oci.tar" &&
+    "${b[@]}" umount --all &&
+    "${b[@]}" rm --all &&
+    "${b[@]}" rmi --all
+}
+if [[ $only != self-healing ]]; then
+start=$(date +%s.%N)
+oci_build > "$oci.log" 2>&1 || { echo "machine-test: building the OCI image failed:" >&2; tail -n 20 "$oci.log" >&2; exit 1; }
+oci_build_seconds=$(awk -v a="$start" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }')
+oci_mounts=$(findmnt -rn -o TARGET | grep -c "^$oci/" || true)
+rm -rf "$oci/storage" "$oci/run"
+# What the archive holds, read with Python's tarfile: the manifest that
+# index.json names, and its layers.
+read -r oci_index_digest oci_layers < <(python3 - "$oci/image.oci.tar" <<'EOF'
+import json, sys, tarfile
+t = tarfile.open(sys.argv[1])
+m = json.load(t.extractfile("index.json"))["manifests"][0]["digest"]
+print(m, len(json.load(t.extractfile("blobs/" + m.replace(":", "/")))["layers"]))
+EOF
+)
+start=$(date +%s.%N)
+vo=$("$cairn" commit --repo "$srv/repo" -b debian/oci --from-oci "oci-archive:$oci/image.oci.tar" --sign-key "$w/vendor.secret" 2> "$oci/commit.log" | tail -n 1) ||
+    { echo "machine-test: cairn commit --from-oci failed:" >&2; cat "$oci/commit.log" >&2; exit 1; }
+oci_commit_seconds=$(awk -v a="$start" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }')
+"$cairn" summary --repo "$srv/repo" --update --sign-key "$w/vendor.secret" >/dev/null
+# The image's tree against v2's, committed from the same folder: the
+# marker, and /var/log/journal, whose POSIX ACLs (system.posix_acl_*, from
+# systemd's tmpfiles) buildah's layer tar does not carry (the container's
+# root has them; Debian's buildah 1.28 writes no xattr records for them).
+oci_diff=$("$cairn" diff --repo "$srv/repo" "$v2" "$vo" | tr -s ' ' | paste -sd,)
+echo "# OCI image: buildah build and push ${oci_build_seconds} s ($(du -m "$oci/image.oci.tar" | cut -f1) MB archive, $oci_layers layers), cairn commit --from-oci ${oci_commit_seconds} s"
+fi
 machine_serve "$srv"
 
 # A power-cut boot's script: report, then after CUT-NOW run COMMAND on the
@@ -142,12 +208,9 @@ EOF
 }
 # A seeded random moment in [0, MAX) seconds.
 cut_delay() { python3 -c "import random, sys; print('%.2f' % random.Random(int(sys.argv[1])).uniform(0, float(sys.argv[2])))" "$1" "$2"; }
-# CAIRN_VM_ONLY=self-healing runs only the self-healing scenarios (they
-# start from v1 as installed), to iterate on them faster.
-only=${CAIRN_VM_ONLY:-}
 printf 'facts\nstatus\n' > "$w/report.sh"
 deploy_seconds=10
-if [[ $only != self-healing ]]; then
+if [[ -z $only ]]; then
 
 # ---- 1. sd-boot-v1, then the upgrade made inside v1 ----
 cat > "$w/s1.sh" <<'EOF'
@@ -221,16 +284,25 @@ verdict rollback-in-vm "$(times)" \
     default "$(state "$c3" default)" "$v1.0" \
     agree "$(state "$c3" agree)" yes
 
-# ---- 5. initramfs-tools: the same boot through initramfs-tools ----
+fi  # CAIRN_VM_ONLY
+if [[ $only != self-healing ]]; then
+
+# ---- 5. initramfs-tools: the same boot through initramfs-tools; then the OCI-built system is deployed ----
+# (CAIRN_VM_ONLY=oci: from v1 as installed.)
 cat > "$w/s4.sh" <<'EOF'
 facts
 status
-cairn deploy origin:debian/x 2>&1 | sed 's/^/deploy: /'
+start=$(date +%s.%N)
+cairn pull origin:debian/oci 2>&1 | sed 's/^/oci-pull: /'
+mid=$(date +%s.%N)
+cairn deploy origin:debian/oci 2>&1 | sed 's/^/oci-deploy: /'
+fact oci-pull-seconds "$(awk -v a="$start" -v b="$mid" 'BEGIN { printf "%.1f", b - a }')"
+fact oci-deploy-seconds "$(awk -v a="$mid" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }')"
 status
 EOF
 boot "$disk" "$w/s4.sh"
 c4=$console
-verdict initramfs-tools "$(times)" \
+[[ $only == oci ]] || verdict initramfs-tools "$(times)" \
     multi-user "$(state "$c4" fact multi-user)" active \
     booted "$(state "$c4" booted)/$(state "$c4" fact version)" "$vi.0/itools" \
     root "$(state "$c4" fact root)/$(state "$c4" fact verity)" overlay/require \
@@ -238,16 +310,35 @@ verdict initramfs-tools "$(times)" \
     etc "$(state "$c4" fact etc)" writable \
     agree "$(state "$c4" agree)" yes
 
+# ---- oci-image: the OCI-built system boots; then v2 is deployed again ----
 # ---- 4. cleanup-in-vm: back on v2, the initramfs-tools deployment retired ----
-cat > "$w/s5.sh" <<'EOF'
+{ echo "oci=$vo"; cat <<'EOF'
 facts
+fact oci-manifest "$(cairn show --json "$oci" | sed -n 's/.*"cairn\.oci\.manifest-digest" *: *"\([^"]*\)".*/\1/p')"
+status
 cairn deploy origin:debian/x 2>&1 | sed 's/^/deploy: /'
 status
 cairn cleanup 2>&1 | sed 's/^/cleanup: /'
 status
 EOF
+} > "$w/s5.sh"
 boot "$disk" "$w/s5.sh"
 c5=$console
+verdict oci-image "$(times); host: buildah ${oci_build_seconds} s, commit ${oci_commit_seconds} s; in VM: pull $(state "$c4" fact oci-pull-seconds) s ($(machine_agent_output "$c4" | sed -n 's/^oci-pull: Fetched \([0-9]*\) objects.*/\1/p' | tail -n 1) objects), deploy $(state "$c4" fact oci-deploy-seconds) s" \
+    "image layers" "$oci_layers" 2 \
+    "buildah mounts left" "$oci_mounts" 0 \
+    "index.json's manifest" "$oci_index_digest" "$(cat "$oci/digest")" \
+    "tree against v2's" "$oci_diff" "M /usr/lib/os-release.cairn,M /var/log/journal" \
+    "after deploy: default" "$(state "$c4" default -1)" "$vo.0" \
+    "after deploy: ESP agrees" "$(state "$c4" agree -1)" yes \
+    multi-user "$(state "$c5" fact multi-user)" active \
+    booted "$(state "$c5" booted 0)/$(state "$c5" fact version)" "$vo.0/oci" \
+    "version (the image's label)" "$(state "$c5" booted-version 0)" "$oci_label" \
+    "signature" "$(state "$c5" get deployments.0.verification 0)" verified \
+    root "$(state "$c5" fact root)/$(state "$c5" fact verity)" overlay/require \
+    "composefs roots" "$(state "$c5" fact composefs-mounts)" 1 \
+    "manifest digest in the commit" "$(state "$c5" fact oci-manifest)" "$(cat "$oci/digest")" \
+    agree "$(state "$c5" agree 0)" yes
 # fsck of both filesystems, from the host, on copies of the partitions.
 read -r esp_start esp_size root_start root_size < <(sfdisk -J "$disk" | python3 -c '
 import json, sys
@@ -258,13 +349,16 @@ dd if="$disk" of="$w/root-part.img" bs=512 skip="$root_start" count="$root_size"
 fsck_esp=$(fsck.vfat -n "$w/esp-part.img" >/dev/null 2>&1 && echo clean || echo "not clean: $(fsck.vfat -n "$w/esp-part.img" 2>&1 | tail -n 3 | tr '\n' ' ')")
 fsck_root=$(e2fsck -fn "$w/root-part.img" >/dev/null 2>&1 && echo clean || echo "not clean: $(e2fsck -fn "$w/root-part.img" 2>&1 | tail -n 3 | tr '\n' ' ')")
 rm -f "$w/esp-part.img" "$w/root-part.img"
-verdict cleanup-in-vm "$(times)" \
-    "booted" "$(state "$c5" fact version)" 2 \
-    "before cleanup: kernels" "$(state "$c5" kernels-live 0 | cut -c1-11)" "ESP kernels" \
-    "after cleanup: kernels" "$(state "$c5" kernels-live 1)" yes \
-    "after cleanup: entries" "$(state "$c5" agree 1)" yes \
+[[ $only == oci ]] || verdict cleanup-in-vm "$(times)" \
+    "deployed" "$(state "$c5" default-version 1)" 2 \
+    "before cleanup: kernels" "$(state "$c5" kernels-live 1 | cut -c1-11)" "ESP kernels" \
+    "after cleanup: kernels" "$(state "$c5" kernels-live 2)" yes \
+    "after cleanup: entries" "$(state "$c5" agree 2)" yes \
     "fsck.vfat of the ESP" "$fsck_esp" clean \
     "e2fsck of the sysroot" "$fsck_root" clean
+
+fi  # CAIRN_VM_ONLY
+if [[ -z $only ]]; then
 
 # ---- 7. power-cut: QEMU killed at a random moment of an in-VM deploy ----
 # Each boot first reports where the previous cut left the machine, then
@@ -359,6 +453,7 @@ refused "tamper-untrusted-key" "signature"
 rm -f "$copy" "$copy.vars"
 
 fi  # CAIRN_VM_ONLY
+if [[ $only != oci ]]; then
 
 # ---- Self-healing updates: boot counting, health checks, staging ----
 # Each update is published on debian/x (the origin `cairn upgrade` follows);
@@ -554,6 +649,8 @@ for run in $(seq 1 $((stage_cuts + 1))); do
     [[ $run -gt $stage_cuts ]] || grep -q 'CUT-NOW' "$console" || echo "  (boot $boot_n did not reach its staging)"
 done
 echo "# fallback under TCG: after a failing health check ${fallback_health} s, after a refused initramfs ${fallback_refused} s (three tries, then multi-user in the previous deployment)"
+
+fi  # CAIRN_VM_ONLY
 
 echo "$passed passed, $failed failed"
 [[ $failed -eq 0 ]]
