@@ -92,6 +92,10 @@ final class CommitFilterState {
     var archiveXattrs: [String: [Xattr]] = [:]
     /// The commit modifier this state filters for, while committing.
     var modifier: OpaquePointer?
+    /// File objects the tree writer stored, by checksum, with the digests
+    /// it computed from their bytes: the composefs digest needs no second
+    /// read of them.
+    var contentFacts: [String: ContentFacts] = [:]
 
     init(options: CommitOptions) { self.options = options }
 
@@ -317,7 +321,9 @@ extension Repository {
                let digest = pc.composefsDigest, (try? rawCommitObject(p)).map({ commitAlteration($0, p) == nil }) == true {
                 metadataEntries.append((MetadataKey.composefsDigest, .bytes(digest)))
             } else {
-                let image = try composefsImage(rootTree: rootTree, rootMeta: rootMeta, digests: .recompute)
+                let facts = state.contentFacts
+                let image = try composefsImage(rootTree: rootTree, rootMeta: rootMeta, digests: .recompute,
+                                               known: facts.compactMapValues(\.digest), knownFiles: facts.mapValues(\.object))
                 metadataEntries.append((MetadataKey.composefsDigest, .bytes(fsVerityDigest(image))))
             }
         }

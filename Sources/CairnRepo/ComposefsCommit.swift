@@ -35,11 +35,14 @@ extension Repository {
     }
 
     /// As above; `memo` gains every digest looked up, for the next tree.
-    func composefsTree(rootTree: String, rootMeta: String, digests source: DigestSource, memo: inout [String: [UInt8]]) throws -> ComposefsTree {
+    /// `knownFiles`: file objects' metadata by checksum, as just written
+    /// (the rest is read from the repository).
+    func composefsTree(rootTree: String, rootMeta: String, digests source: DigestSource, memo: inout [String: [UInt8]],
+                       knownFiles: [String: FileObject] = [:]) throws -> ComposefsTree {
         let rootDir = try dirMeta(rootMeta)
         var tree = ComposefsTree(root: ComposefsNode(mode: rootDir.mode, uid: rootDir.uid, gid: rootDir.gid,
                                                      xattrs: rootDir.xattrs.map { ComposefsXattr(name: $0.name, value: $0.value) }))
-        var files: [String: FileObject] = [:]
+        var files = knownFiles
         var metas: [String: DirMeta] = [rootMeta: rootDir]
         var backed: [String: [Int]] = [:]  // object checksum → entries it backs
 
@@ -90,7 +93,13 @@ extension Repository {
 
     public func composefsImage(rootTree: String, rootMeta: String, digests: DigestSource = .recompute,
                                known: [String: [UInt8]] = [:]) throws -> [UInt8] {
-        let tree = try composefsTree(rootTree: rootTree, rootMeta: rootMeta, digests: digests, known: digests == .omitted ? [:] : known)
+        try composefsImage(rootTree: rootTree, rootMeta: rootMeta, digests: digests, known: known, knownFiles: [:])
+    }
+
+    func composefsImage(rootTree: String, rootMeta: String, digests: DigestSource, known: [String: [UInt8]],
+                        knownFiles: [String: FileObject]) throws -> [UInt8] {
+        var memo = digests == .omitted ? [:] : known
+        let tree = try composefsTree(rootTree: rootTree, rootMeta: rootMeta, digests: digests, memo: &memo, knownFiles: knownFiles)
         do {
             return try OstreeMode.image(of: tree)
         } catch let e as ComposefsError {

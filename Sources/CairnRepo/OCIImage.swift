@@ -113,11 +113,14 @@ final class SHA256Hasher {
     }
 
     /// "sha256:<hex>".
-    func finish() -> String {
+    func finish() -> String { "sha256:" + hexString(finishBytes()) }
+
+    /// The 32 bytes of the digest.
+    func finishBytes() -> [UInt8] {
         var out = [UInt8](repeating: 0, count: 32)
         var n: UInt32 = 0
         EVP_DigestFinal_ex(ctx, &out, &n)
-        return "sha256:" + out.map { String(format: "%02x", $0) }.joined()
+        return out
     }
 
     static func digest(_ bytes: [UInt8]) -> String {

@@ -41,33 +41,55 @@ public enum FileSystem {
 
     /// Extended attribute names of `path` (not following symlinks), as raw bytes.
     public static func listXattrs(_ path: [UInt8]) throws -> [[UInt8]] {
+        try xattrNames("llistxattr", path: path) { buf, size in path.withCString { llistxattr($0, buf, size) } }
+    }
+
+    public static func getXattr(_ path: [UInt8], name: [UInt8]) throws -> [UInt8] {
+        try xattrValue("lgetxattr", path: path) { buf, size in path.withCString { p in name.withCString { lgetxattr(p, $0, buf, size) } } }
+    }
+
+    /// Extended attribute names of an open file, in the kernel's listing
+    /// order; `path` only names it in errors.
+    public static func listXattrs(of fd: FileDescriptor, path: [UInt8]) throws -> [[UInt8]] {
+        try xattrNames("flistxattr", path: path) { buf, size in flistxattr(fd.rawValue, buf, size) }
+    }
+
+    public static func getXattr(of fd: FileDescriptor, name: [UInt8], path: [UInt8]) throws -> [UInt8] {
+        try xattrValue("fgetxattr", path: path) { buf, size in name.withCString { fgetxattr(fd.rawValue, $0, buf, size) } }
+    }
+
+    /// Runs a list call (size query, then fill) until the list holds still;
+    /// no xattr support means no names.
+    private static func xattrNames(_ operation: String, path: [UInt8],
+                                   _ list: (UnsafeMutablePointer<CChar>?, Int) -> Int) throws -> [[UInt8]] {
         while true {
-            let size = path.withCString { llistxattr($0, nil, 0) }
+            let size = list(nil, 0)
             if size < 0 {
                 if Glibc.errno == ENOTSUP { return [] }
-                throw SystemError.current("llistxattr", path: path)
+                throw SystemError.current(operation, path: path)
             }
             if size == 0 { return [] }
-            var buf = [Int8](repeating: 0, count: size)
-            let n = path.withCString { llistxattr($0, &buf, size) }
+            var buf = [CChar](repeating: 0, count: size)
+            let n = list(&buf, size)
             if n < 0 {
                 if Glibc.errno == ERANGE { continue }  // grew meanwhile
-                throw SystemError.current("llistxattr", path: path)
+                throw SystemError.current(operation, path: path)
             }
             return buf[0..<n].split(separator: 0, omittingEmptySubsequences: true).map { $0.map { UInt8(bitPattern: $0) } }
         }
     }
 
-    public static func getXattr(_ path: [UInt8], name: [UInt8]) throws -> [UInt8] {
+    private static func xattrValue(_ operation: String, path: [UInt8],
+                                   _ get: (UnsafeMutableRawPointer?, Int) -> Int) throws -> [UInt8] {
         while true {
-            let size = path.withCString { p in name.withCString { lgetxattr(p, $0, nil, 0) } }
-            guard size >= 0 else { throw SystemError.current("lgetxattr", path: path) }
+            let size = get(nil, 0)
+            guard size >= 0 else { throw SystemError.current(operation, path: path) }
             if size == 0 { return [] }
             var buf = [UInt8](repeating: 0, count: size)
-            let n = path.withCString { p in name.withCString { lgetxattr(p, $0, &buf, size) } }
+            let n = get(&buf, size)
             if n < 0 {
                 if Glibc.errno == ERANGE { continue }
-                throw SystemError.current("lgetxattr", path: path)
+                throw SystemError.current(operation, path: path)
             }
             return Array(buf[0..<n])
         }
