@@ -14,7 +14,7 @@ VM_PACKAGES := $(BUILD_PACKAGES) e2fsprogs xz-utils busybox-static gzip debootst
 	ovmf systemd-boot-efi mtools dosfstools fdisk nginx-light socat python3 buildah
 BENCH_PACKAGES := $(TEST_PACKAGES) debootstrap time openssl
 
-.PHONY: all build release install demo demo-boot test test-vm test-vm-full prepare-root bench-commit bench-composefs bench-deploy bench-pull bench-oci bench-storage clean
+.PHONY: all build release install demo demo-boot test test-vm test-vm-full prepare-root bench-commit bench-composefs bench-deploy bench-pull bench-oci bench-storage bench-image-store clean
 
 PREFIX ?= /usr/local
 
@@ -114,6 +114,11 @@ bench-storage:
 	@scripts/install-packages.sh $(BENCH_PACKAGES)
 	swift build -c release
 	scripts/bench_oci_storage.py .build/release/cairn
+
+bench-image-store:
+	@scripts/install-packages.sh $(BENCH_PACKAGES)
+	swift build -c release
+	scripts/bench_image_store.py .build/release/cairn
 
 bench-composefs:
 	@scripts/install-packages.sh $(BENCH_PACKAGES)

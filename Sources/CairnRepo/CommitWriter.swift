@@ -327,6 +327,7 @@ extension Repository {
                 metadataEntries.append((MetadataKey.composefsDigest, .bytes(fsVerityDigest(image))))
             }
         }
+        cacheDigests(state.contentFacts.compactMap { c, f in f.digest.map { (c, $0) } })
         let metadata = try Self.metadataVariant(metadataEntries)
         defer { g_variant_unref(metadata) }
 

@@ -251,13 +251,17 @@ extension Repository {
             }
             start += batch.count
         }
-        var fresh: [(checksum: String, digest: [UInt8])] = []
-        for (i, c) in missing.enumerated() {
-            result[c] = computed[i]!
-            if cache[c] != computed[i]! { fresh.append((c, computed[i]!)) }  // the file only grows by what it lacks or has wrong
-        }
-        _ = cache.record(fresh)  // a cache that cannot be written only costs time later
+        for (i, c) in missing.enumerated() { result[c] = computed[i]! }
+        cacheDigests(missing.map { ($0, result[$0]!) }, in: cache)
         return result
+    }
+
+    /// Adds digests computed from the objects' bytes to the digest cache,
+    /// for deploys to come (never for what a commit records).
+    func cacheDigests(_ digests: [(checksum: String, digest: [UInt8])], in cache: VerityDigestCache? = nil) {
+        let cache = cache ?? VerityDigestCache(repositoryPath: path)
+        let fresh = digests.filter { cache[$0.checksum] != $0.digest }  // the file only grows by what it lacks or has wrong
+        _ = cache.record(fresh)  // a cache that cannot be written only costs time later
     }
 
     /// A read-only descriptor of a regular file object's content (staged or

@@ -19,6 +19,16 @@ extension Repository {
         } catch let e as SystemError {
             throw RepoError("reading \(source)", e.message)
         }
+        do {
+            try writeDirectory(root, source: source, into: mtree, state: state)
+        } catch let e as RepoError {
+            // The error names the file; where the walk had got to is no help.
+            state.lastPath = ""
+            throw RepoError("", e.description)
+        }
+    }
+
+    private func writeDirectory(_ root: DirectoryHandle, source: String, into mtree: OpaquePointer, state: CommitFilterState) throws {
         let writer = DirectoryWriter(repo: self, source: Array(source.utf8), state: state, skipSpecial: state.options.skipSpecial)
         let etc = Array("etc".utf8)
         let moveEtc = !state.options.keepEtc && (try? FileSystem.lstat(etc, relativeTo: root.fd)).map { $0.st_mode & S_IFMT == S_IFDIR } == true

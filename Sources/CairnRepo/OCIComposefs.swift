@@ -86,11 +86,17 @@ final class DigestStoreSink: OCIContentSink {
     /// others are removed.
     func installNamed(_ tree: ComposefsTree) throws {
         defer { pending = [:] }
+        var named: [(entry: Int, object: DigestStoreObject)] = []
         for i in 0..<tree.count where !tree.isHardlink(i) {
             guard tree[i].content == nil, let d = tree[i].digest, let object = pending.removeValue(forKey: d) else { continue }
-            do { try object.install() } catch let e as SystemError {
-                throw RepoError("writing \(displayPath(tree.path(of: i))) to the digest store", e.description)
+            named.append((i, object))
+        }
+        do {
+            try store.install(named.map(\.object)) { k, e in
+                RepoError("writing \(displayPath(tree.path(of: named[k].entry))) to the digest store", e.description)
             }
+        } catch let e as SystemError {
+            throw RepoError("syncing the digest store", e.description)
         }
     }
 

@@ -1,4 +1,5 @@
 import COSTree
+import CCrypto
 import CairnSystem
 import CCairnShim
 #if canImport(Glibc)
@@ -37,11 +38,11 @@ final class VerityDigestCache {
         }
     }
 
+    /// The first 8 bytes of the record's SHA-256.
     static func check(_ record: [UInt8]) -> [UInt8] {
-        let hex = record.withUnsafeBufferPointer { b in
-            takeGString(g_compute_checksum_for_data(G_CHECKSUM_SHA256, b.baseAddress, gsize(b.count)))
-        } ?? ""
-        return Array((bytesFromHex(hex) ?? []).prefix(8))
+        var out = [UInt8](repeating: 0, count: 32)
+        record.withUnsafeBufferPointer { b in out.withUnsafeMutableBufferPointer { _ = SHA256(b.baseAddress, b.count, $0.baseAddress) } }
+        return Array(out.prefix(8))
     }
 
     subscript(checksum: String) -> [UInt8]? {

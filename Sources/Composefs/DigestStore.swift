@@ -30,18 +30,33 @@ public struct DigestStore: Sendable {
     /// are renamed to their digest.
     static let temporaryPrefix = Array(".tmp".utf8)
 
-    /// Copies the file at `source` into the store unless the object exists:
-    /// a reflink where the filesystem can, else copy_file_range (as
-    /// mkcomposefs does).
-    public func store(source: [UInt8], digest: [UInt8]) throws {
-        if FileSystem.exists(objectPath(digest)) { return }
+    /// Copies the file at `source` into a new object unless the store has
+    /// it: a reflink where the filesystem can, else copy_file_range (as
+    /// mkcomposefs does). The object gets its name in `install`.
+    public func store(source: [UInt8], digest: [UInt8]) throws -> DigestStoreObject? {
+        if FileSystem.exists(objectPath(digest)) { return nil }
         let object = try DigestStoreObject(store: self)
         let src = try FileDescriptor.open(source, O_RDONLY | O_NOFOLLOW)
         try src.closeAfter {
             guard cairn_copy_file(src.rawValue, object.file.rawValue) == 0 else { throw SystemError.current("copying", path: source) }
         }
         _ = try object.finish(digest: digest)
-        try object.install()
+        return object
+    }
+
+    /// Gives finished objects their names: first everything written to the
+    /// store's filesystem is synced (once, not per object), so no name ever
+    /// points at content a crash could leave half there, which a later
+    /// image would reuse. `failed` names the object that could not be
+    /// installed in the error.
+    public func install(_ objects: [DigestStoreObject], failed: (Int, SystemError) -> Error) throws {
+        guard !objects.isEmpty else { return }
+        let dir = try FileDescriptor.open(root, O_RDONLY | O_DIRECTORY)
+        defer { dir.close() }
+        try dir.syncFilesystem()
+        for (i, object) in objects.enumerated() {
+            do { try object.install() } catch let e as SystemError { throw failed(i, e) }
+        }
     }
 
     /// Takes the store's lock: shared to add objects, exclusive to collect.
@@ -62,16 +77,19 @@ public struct DigestStore: Sendable {
 }
 
 /// One object being added to a store: written to a temporary file in the
-/// store's root (`write`), made 0644 and synced (`finish`), then fs-verity
-/// enabled where the filesystem can (errors ignored, as mkcomposefs does)
-/// and renamed to its digest (`install`). An object not installed is
-/// removed when this goes away, so a writer can hold objects back until it
-/// knows which ones its image names.
+/// store's root (`write`), made 0644 and closed (`finish`), then, once the
+/// store's filesystem is synced (`DigestStore.install`), fs-verity enabled
+/// where the filesystem can (errors ignored, as mkcomposefs does) and
+/// renamed to its digest. An object not installed is removed when this
+/// goes away, so a writer can hold objects back until it knows which ones
+/// its image names.
 public final class DigestStoreObject {
     let store: DigestStore
     let file: FileDescriptor
     private let temporaryPath: [UInt8]
-    private let hasher = FsVerityHasher()
+    /// Made by the first `write` (copied objects are hashed by the caller).
+    private var hasher: FsVerityHasher?
+    private var written: UInt64 = 0
     private var closed = false
     /// Set by `finish`.
     public private(set) var digest: [UInt8] = []
@@ -91,19 +109,22 @@ public final class DigestStoreObject {
 
     /// Appends bytes to the object, hashing them on the way.
     public func write(_ bytes: UnsafeRawBufferPointer) throws {
-        hasher.update(bytes)
+        if hasher == nil { hasher = FsVerityHasher() }
+        hasher!.update(bytes)
+        written += UInt64(bytes.count)
         try file.write(bytes)
     }
 
     /// Bytes written so far.
-    public var size: UInt64 { hasher.count }
+    public var size: UInt64 { written }
 
     /// Ends the writing: the object's fs-verity digest (`known`, if the
-    /// caller hashed it already); the file is synced and closed.
+    /// caller hashed it already); the file is closed. It is synced by
+    /// `DigestStore.install`, with the others.
     public func finish(digest known: [UInt8]? = nil) throws -> [UInt8] {
-        digest = known ?? hasher.finalize()
+        digest = known ?? (hasher ?? FsVerityHasher()).finalize()
+        hasher = nil
         guard fchmod(file.rawValue, 0o644) == 0 else { throw SystemError.current("fchmod", path: temporaryPath) }
-        try file.sync()
         // Verity wants no writer open: ours is closed before install.
         file.close()
         closed = true
@@ -111,8 +132,9 @@ public final class DigestStoreObject {
     }
 
     /// Renames the finished object to its digest, unless the store has
-    /// that object already (then it is dropped).
-    public func install() throws {
+    /// that object already (then it is dropped). Only after the store's
+    /// filesystem was synced: `DigestStore.install`.
+    func install() throws {
         defer { discard() }
         let target = store.objectPath(digest)
         if FileSystem.exists(target) { return }

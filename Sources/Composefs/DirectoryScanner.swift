@@ -72,13 +72,14 @@ public enum DirectoryScanner {
             }
         }
         let results = ResultSlots<Result<([UInt8], [UInt8]?), ComposefsError>>(unique.count)
+        let objects = ResultSlots<DigestStoreObject>(unique.count)
         let work = unique.map { (files[$0].path, files[$0].size) }
         let store = options.digestStore
         parallelFor(work.count, threads: options.threads) { i in
             let (path, size) = work[i]
             do {
-                let (digest, content) = try hashFile(path, keepIfAtMost: maxInline)
-                if size > UInt64(maxInline), content == nil, let store { try store.store(source: path, digest: digest) }
+                let (digest, content) = try hashFile(path, size: size, keepIfAtMost: maxInline)
+                if size > UInt64(maxInline), content == nil, let store { objects[i] = try store.store(source: path, digest: digest) }
                 results[i] = .success((digest, content))
             } catch let e as SystemError {
                 results[i] = .failure(ComposefsError(.io, e.description, path: path))
@@ -87,6 +88,18 @@ public enum DirectoryScanner {
             } catch {
                 results[i] = .failure(ComposefsError(.io, "\(error)", path: path))
             }
+        }
+        for u in 0..<unique.count { _ = try results[u]?.get() }
+        if let store {
+            // Several files with one content: the first copy gets the name.
+            var seen = Set<[UInt8]>()
+            var fresh: [(path: [UInt8], object: DigestStoreObject)] = []
+            for u in 0..<unique.count {
+                if let o = objects[u], seen.insert(o.digest).inserted { fresh.append((work[u].0, o)) }
+            }
+            do {
+                try store.install(fresh.map(\.object)) { k, e in ComposefsError(.io, e.description, path: fresh[k].path) }
+            } catch let e as SystemError { throw io(e) }
         }
         for (i, f) in files.enumerated() {
             guard let r = results[uniqueIndex[i]] else { continue }
@@ -130,10 +143,11 @@ public enum DirectoryScanner {
     }
 
     /// fs-verity digest of a file, plus its bytes if it has at most `keepIfAtMost` bytes.
-    static func hashFile(_ path: [UInt8], keepIfAtMost limit: Int) throws -> ([UInt8], [UInt8]?) {
+    static func hashFile(_ path: [UInt8], size: UInt64, keepIfAtMost limit: Int) throws -> ([UInt8], [UInt8]?) {
         let fd = try FileDescriptor.open(path, O_RDONLY | O_NOFOLLOW)
         return try fd.closeAfter {
-            let chunk = 1 << 20
+            // As much as the file holds (plus one byte to see its end), up to 1 MiB.
+            let chunk = Int(min(size + 1, 1 << 20))
             let buf = UnsafeMutableRawBufferPointer.allocate(byteCount: chunk, alignment: 4096)
             defer { buf.deallocate() }
             let h = FsVerityHasher()
