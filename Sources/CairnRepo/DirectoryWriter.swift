@@ -151,7 +151,7 @@ final class DirectoryWriter {
                 }
             default:
                 guard skipSpecial else {
-                    throw RepoError("committing \(display(childPath))", "a device node, fifo or socket cannot be stored (--skip-special leaves them out)")
+                    throw RepoError(display(childPath), "a device node, fifo or socket cannot be stored (--skip-special leaves them out)")
                 }
             }
         }
@@ -323,7 +323,7 @@ final class DirectoryWriter {
         if let symlinkTarget {
             guard !symlinkTarget.contains(0), let target = String(validating: symlinkTarget, as: UTF8.self) else {
                 unref(info)
-                throw RepoError("committing \(display(path))", "its symlink target is not UTF-8, which ostree cannot store")
+                throw RepoError(display(path), "its symlink target is not UTF-8, which ostree cannot store")
             }
             g_file_info_set_symlink_target(info, target)
         }
@@ -345,7 +345,7 @@ final class DirectoryWriter {
     /// A name as the C string libostree stores; ostree names are UTF-8.
     private func utf8Name(_ name: [UInt8], path: [UInt8]) throws -> String {
         guard let s = String(validating: name, as: UTF8.self) else {
-            throw RepoError("committing \(display(path))", "its name is not UTF-8, which ostree cannot store")
+            throw RepoError(display(path), "its name is not UTF-8, which ostree cannot store")
         }
         return s
     }

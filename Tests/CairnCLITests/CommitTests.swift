@@ -67,6 +67,38 @@ final class CommitTests: CairnTestCase {
         XCTAssertEqual(log.components(separatedBy: "commit ").count - 1, 4, log)
     }
 
+    /// Files past the in-memory limit (hashed, then streamed to libostree),
+    /// xattrs on a symlink and a directory: the same objects as ostree's.
+    /// A recommit writes no object, and the recorded composefs digest is
+    /// the one of the image built from the objects alone.
+    func testLargeFilesXattrsAndARecommitThatWritesNothing() throws {
+        try TestSupport.require(tool: "ostree")
+        try TestSupport.requireRoot()
+        let src = dir + "/src"
+        try makeTree(src)
+        try TestSupport.sh("""
+            head -c 5000000 /dev/urandom > '\(src)/usr/lib/big' && head -c 4194304 /dev/urandom > '\(src)/usr/lib/limit'
+            ln -s big '\(src)/usr/lib/big-link'
+            setfattr -h -n trusted.cairn -v link '\(src)/usr/lib/big-link' && setfattr -n trusted.cairn -v dir '\(src)/usr/lib'
+            setfattr -n trusted.cairn -v big '\(src)/usr/lib/big'
+            """)
+        try cairn(["init", "--repo", dir + "/a"])
+        try ostree(["init", "--repo=\(dir)/b", "--mode=bare"])
+        let c = try cairn(["commit", "--repo", dir + "/a", "-b", "t", src]).lastLine
+        try ostree(["commit", "--repo=\(dir)/b", "-b", "t", src])
+        XCTAssertEqual(try ostree(["ls", "--repo=\(dir)/a", "-R", "-C", "-X", c]), try ostree(["ls", "--repo=\(dir)/b", "-R", "-C", "-X", "t"]))
+        let objects = "find '\(dir)/a/objects' -name '*.file' | sort | xargs ls -i"
+        let before = try TestSupport.sh(objects)
+        let again = try cairn(["commit", "--repo", dir + "/a", "-b", "t", src]).lastLine
+        XCTAssertEqual(try TestSupport.sh(objects), before, "a recommit rewrote objects")
+        for commit in [c, again] {
+            let shown = try XCTUnwrap(try JSONSerialization.jsonObject(with: cairn(["show", "--repo", dir + "/a", "--json", commit]).stdoutData) as? [String: Any])
+            let image = try cairn(["image", "create", "--repo", dir + "/a", "--from-commit", commit, dir + "/c.cfs", "--print-digest"]).lastLine
+            XCTAssertEqual(shown["composefsDigest"] as? String, image)
+        }
+        XCTAssertTrue(try ostree(["fsck", "--repo=\(dir)/a"]).contains("no errors"))
+    }
+
     /// `ostree commit -b REF` binds the commit to REF (`ostree.ref-binding`,
     /// with any --bind-ref, sorted); cairn records the same by default, so the
     /// two give the same commit checksum, with bindings or without.
@@ -269,6 +301,17 @@ final class CommitTests: CairnTestCase {
         XCTAssertEqual(unreadable.status, 1)
         assertOneLineError(unreadable, contains: "secret")
         XCTAssertTrue(unreadable.stderr.contains("Permission denied"), unreadable.stderr)
+        try assertUnchanged(repo, before)
+
+        // A name or a symlink target that is not UTF-8: ostree stores
+        // strings (its own commit refuses the name and mangles the target).
+        try TestSupport.sh("cp -a '\(src)' '\(dir)/latin1' && printf x > \"$(printf '\(dir)/latin1/usr/caf\\351')\"")
+        assertOneLineError(try cairn(["commit", "--repo", repo, "-b", "os", dir + "/latin1"], expect: 1),
+                           contains: "latin1/usr/caf\\xe9: its name is not UTF-8")
+        try assertUnchanged(repo, before)
+        try TestSupport.sh("rm -rf '\(dir)/latin1' && cp -a '\(src)' '\(dir)/latin1' && ln -s \"$(printf 'caf\\351')\" '\(dir)/latin1/usr/link'")
+        assertOneLineError(try cairn(["commit", "--repo", repo, "-b", "os", dir + "/latin1"], expect: 1),
+                           contains: "latin1/usr/link: its symlink target is not UTF-8")
         try assertUnchanged(repo, before)
 
         // Truncated and corrupt archives.
