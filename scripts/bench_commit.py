@@ -19,33 +19,32 @@ LARGE_TREE = os.path.join(CACHE, "large-tree")
 LARGE_PARTS = ["bin", "sbin", "share", "include", "libexec"]
 
 
-def ensure_tree():
-    if os.path.isdir(os.path.join(TREE, "usr")):
+def cached_tree(path, what, fill):
+    """`path`, made once by `fill(tmp)` into a temporary folder, without
+    device nodes, fifos and sockets (no ostree tool can store them)."""
+    if os.path.isdir(os.path.join(path, "usr")):
         return
     os.makedirs(CACHE, exist_ok=True)
-    tmp = TREE + ".tmp"
+    tmp = path + ".tmp"
     shutil.rmtree(tmp, ignore_errors=True)
-    print(f"building {TREE} with debootstrap (once)...", file=sys.stderr)
-    subprocess.run(["debootstrap", "--variant=minbase", "bookworm", tmp], check=True,
-                   stdout=subprocess.DEVNULL)
+    print(f"building {path} {what} (once)...", file=sys.stderr)
+    fill(tmp)
     subprocess.run(["find", tmp, "-xdev", "(", "-type", "c", "-o", "-type", "b", "-o", "-type", "p",
                     "-o", "-type", "s", ")", "-delete"], check=True)
-    os.rename(tmp, TREE)
+    os.rename(tmp, path)
+
+
+def ensure_tree():
+    cached_tree(TREE, "with debootstrap", lambda tmp: subprocess.run(
+        ["debootstrap", "--variant=minbase", "bookworm", tmp], check=True, stdout=subprocess.DEVNULL))
 
 
 def ensure_large_tree():
-    if os.path.isdir(os.path.join(LARGE_TREE, "usr")):
-        return
-    os.makedirs(CACHE, exist_ok=True)
-    tmp = LARGE_TREE + ".tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    os.makedirs(os.path.join(tmp, "usr"))
-    print(f"building {LARGE_TREE} from /usr (once)...", file=sys.stderr)
-    subprocess.run(["cp", "-a", *[os.path.join("/usr", p) for p in LARGE_PARTS if os.path.isdir(os.path.join("/usr", p))],
-                    os.path.join(tmp, "usr")], check=True)
-    subprocess.run(["find", tmp, "-xdev", "(", "-type", "c", "-o", "-type", "b", "-o", "-type", "p",
-                    "-o", "-type", "s", ")", "-delete"], check=True)
-    os.rename(tmp, LARGE_TREE)
+    def fill(tmp):
+        os.makedirs(os.path.join(tmp, "usr"))
+        parts = [os.path.join("/usr", p) for p in LARGE_PARTS if os.path.isdir(os.path.join("/usr", p))]
+        subprocess.run(["cp", "-a", *parts, os.path.join(tmp, "usr")], check=True)
+    cached_tree(LARGE_TREE, "from /usr", fill)
 
 
 def os_tree(dest):
