@@ -78,8 +78,6 @@ public struct CommitResult: Sendable {
 /// State shared with libostree's commit filter callback.
 final class CommitFilterState {
     var options: CommitOptions
-    /// Prefix that turns callback paths into paths of the committed tree.
-    var prefix = ""
     /// Paths (as the callback names them) to leave out of this pass.
     var skip: Set<String> = []
     var entries = 0
@@ -99,9 +97,8 @@ final class CommitFilterState {
 
     init(options: CommitOptions) { self.options = options }
 
-    func apply(_ rawPath: String, _ info: OpaquePointer) -> OstreeRepoCommitFilterResult {
-        if skip.contains(rawPath) { return OSTREE_REPO_COMMIT_FILTER_SKIP }
-        let path = prefix.isEmpty ? rawPath : (rawPath == "/" ? prefix : prefix + rawPath)
+    func apply(_ path: String, _ info: OpaquePointer) -> OstreeRepoCommitFilterResult {
+        if skip.contains(path) { return OSTREE_REPO_COMMIT_FILTER_SKIP }
         lastPath = path
         let type = g_file_info_get_attribute_uint32(info, "unix::mode") & S_IFMT
         if type != S_IFREG && type != S_IFLNK && type != S_IFDIR {
@@ -166,9 +163,6 @@ struct SpecialFiles {
     var count = 0
     /// The first few, by path relative to the source.
     var first: [String] = []
-    /// Every directory holding one at any depth, relative to the source
-    /// ([] for the source itself, "/usr" below it).
-    var directories: Set<[UInt8]> = []
 }
 
 extension Repository {
@@ -200,7 +194,7 @@ extension Repository {
             if let scan {
                 try writeArchive(source, scan: scan, into: mtree, modifier: state.modifier!, state: state)
             } else {
-                try writeDirectory(source, into: mtree, modifier: state.modifier!, state: state, special: special)
+                try writeDirectory(source, into: mtree, state: state)
             }
             return special
         }

@@ -11,8 +11,7 @@ import Glibc
 /// the repository has are not written again, so a recommit of an unchanged
 /// tree costs a read of it. Contents are hashed and written on all cores.
 extension Repository {
-    func writeDirectory(_ source: String, into mtree: OpaquePointer, modifier: OpaquePointer,
-                        state: CommitFilterState, special: SpecialFiles) throws {
+    func writeDirectory(_ source: String, into mtree: OpaquePointer, state: CommitFilterState) throws {
         let root: DirectoryHandle
         do {
             root = DirectoryHandle(try FileDescriptor.open(source, O_RDONLY | O_DIRECTORY))
@@ -29,7 +28,7 @@ extension Repository {
     }
 
     private func writeDirectory(_ root: DirectoryHandle, source: String, into mtree: OpaquePointer, state: CommitFilterState) throws {
-        let writer = DirectoryWriter(repo: self, source: Array(source.utf8), state: state, skipSpecial: state.options.skipSpecial)
+        let writer = DirectoryWriter(repo: self, source: Array(source.utf8), state: state)
         let etc = Array("etc".utf8)
         let moveEtc = !state.options.keepEtc && (try? FileSystem.lstat(etc, relativeTo: root.fd)).map { $0.st_mode & S_IFMT == S_IFDIR } == true
             && !FileSystem.exists(Array("usr/etc".utf8), relativeTo: root.fd)
@@ -71,10 +70,6 @@ extension Repository {
                 default:
                     found.count += 1
                     if found.first.count < 5 { found.first.append(displayPath(path)) }
-                    var dir = rel
-                    while found.directories.insert(dir).inserted, let slash = dir.lastIndex(of: 0x2f) {
-                        dir = Array(dir[..<slash])
-                    }
                 }
             }
         }

@@ -26,6 +26,8 @@ struct ContentFacts {
 private final class ContentJob: @unchecked Sendable {
     let directory: DirectoryHandle
     let name: [UInt8]
+    /// `name` as the UTF-8 string libostree's tree stores.
+    let treeName: String
     let path: [UInt8]
     let info: OpaquePointer
     let mtree: OpaquePointer
@@ -35,9 +37,10 @@ private final class ContentJob: @unchecked Sendable {
     var facts: ContentFacts?
     var error: RepoError?
 
-    init(directory: DirectoryHandle, name: [UInt8], path: [UInt8], info: OpaquePointer, mtree: OpaquePointer, st: stat) {
+    init(directory: DirectoryHandle, name: [UInt8], treeName: String, path: [UInt8], info: OpaquePointer, mtree: OpaquePointer, st: stat) {
         self.directory = directory
         self.name = name
+        self.treeName = treeName
         self.path = path
         self.info = info
         self.mtree = OpaquePointer(g_object_ref(UnsafeMutableRawPointer(mtree)))!
@@ -58,7 +61,6 @@ final class DirectoryWriter {
     let repo: Repository
     let source: [UInt8]
     let state: CommitFilterState
-    let skipSpecial: Bool
     private(set) var facts: [String: ContentFacts] = [:]
     private var pending: [ContentJob] = []
     private var pendingDirectories = 0
@@ -67,11 +69,10 @@ final class DirectoryWriter {
     /// the checksum of the first).
     static let inMemoryLimit = 4 << 20
 
-    init(repo: Repository, source: [UInt8], state: CommitFilterState, skipSpecial: Bool) {
+    init(repo: Repository, source: [UInt8], state: CommitFilterState) {
         self.repo = repo
         self.source = source
         self.state = state
-        self.skipSpecial = skipSpecial
     }
 
     private var flags: UInt32 { state.modifierFlags }
@@ -141,7 +142,7 @@ final class DirectoryWriter {
                     }
                 }
                 guard let info = try modifiedInfo(cst, committed: childCommitted, path: childPath, symlinkTarget: target) else { continue }
-                pending.append(ContentJob(directory: dir, name: name, path: childPath, info: info, mtree: mtree, st: cst))
+                pending.append(ContentJob(directory: dir, name: name, treeName: cname, path: childPath, info: info, mtree: mtree, st: cst))
                 if !usesDirectory { usesDirectory = true; pendingDirectories += 1 }
                 // Pending files keep their directories open: flush before
                 // the descriptors run short.
@@ -150,7 +151,7 @@ final class DirectoryWriter {
                     usesDirectory = false
                 }
             default:
-                guard skipSpecial else {
+                guard state.options.skipSpecial else {
                     throw RepoError(display(childPath), "a device node, fifo or socket cannot be stored (--skip-special leaves them out)")
                 }
             }
@@ -177,8 +178,7 @@ final class DirectoryWriter {
         }
         for job in jobs {
             if let e = job.error { throw e }
-            let cname = try utf8Name(job.name, path: job.path)
-            try gcall("adding \(display(job.path))") { ostree_mutable_tree_replace_file(job.mtree, cname, job.checksum, $0) }
+            try gcall("adding \(display(job.path))") { ostree_mutable_tree_replace_file(job.mtree, job.treeName, job.checksum, $0) }
             if let f = job.facts { facts[job.checksum] = f }
         }
     }
