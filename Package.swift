@@ -26,9 +26,13 @@ let package = Package(
         .target(name: "Composefs", dependencies: ["CairnSystem", "CCrypto"]),
         .target(name: "Trust", dependencies: ["CairnSystem", "CCrypto"]),
         .target(name: "CairnRepo", dependencies: ["COSTree", "CLibArchive", "CCrypto", "CairnSystem", "Composefs", "Trust"]),
-        .target(name: "CairnDeploy", dependencies: ["CairnRepo", "CairnSystem", "CCairnShim", "Composefs", "Trust", "PrepareRoot"]),
+        // What a sysroot holds (deployments, boot entries, state records,
+        // commit objects) read without libostree or Foundation, for the
+        // front end's fast commands; CairnDeploy writes it.
+        .target(name: "CairnSysroot", dependencies: ["CairnSystem", "CCairnShim", "Trust"]),
+        .target(name: "CairnDeploy", dependencies: ["CairnSysroot", "CairnRepo", "CairnSystem", "CCairnShim", "Composefs", "Trust", "PrepareRoot"]),
         .executableTarget(name: "cairn", dependencies: [
-            "CairnRepo", "CairnDeploy", "CairnSystem", "Composefs", "Trust",
+            "CairnRepo", "CairnDeploy", "CairnSysroot", "CairnSystem", "Composefs", "Trust",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
 
@@ -45,7 +49,7 @@ let package = Package(
         .testTarget(name: "TrustTests", dependencies: ["Trust", "CairnTestSupport"], exclude: ["Regressions"]),
         .target(name: "CairnTestSupport", path: "Tests/CairnTestSupport"),
         .testTarget(name: "CairnCLITests", dependencies: ["CairnTestSupport"]),
-        .testTarget(name: "CairnRepoTests", dependencies: ["CairnRepo", "Composefs", "CairnSystem"]),
+        .testTarget(name: "CairnRepoTests", dependencies: ["CairnRepo", "CairnSysroot", "COSTree", "Composefs", "CairnSystem"]),
         .testTarget(name: "PrepareRootTests", dependencies: ["PrepareRoot", "Trust", "CairnTestSupport"], exclude: ["Regressions"]),
     ]
 )

@@ -1,4 +1,5 @@
 import CairnRepo
+import CairnSysroot
 import CairnSystem
 #if canImport(Glibc)
 import Glibc

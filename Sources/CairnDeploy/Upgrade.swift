@@ -1,4 +1,5 @@
 import CairnRepo
+import CairnSysroot
 import CairnSystem
 import Trust
 

@@ -5,47 +5,6 @@ import Trust
 import Glibc
 #endif
 
-/// Why a commit was not accepted: one sentence for the user.
-public struct CommitRefusal: Error, CustomStringConvertible, Sendable {
-    public var message: String
-    public init(_ message: String) { self.message = message }
-    public var description: String { message }
-}
-
-/// A commit that verified: which signature and key, and the line to show.
-public struct CommitVerification: Sendable {
-    public var signature: VerifiedSignature
-    public var description: String { "Good ed25519 signature #\(signature.signatureIndex) by trusted key \(signature.keyBase64)" }
-}
-
-/// The keys a repository trusts, kept in its config (a GLib key file that
-/// libostree and `ostree config get cairn.trusted-ed25519-keys` read):
-///
-///     [cairn]
-///     trusted-ed25519-keys=<base64>;<base64>;
-///     revoked-ed25519-keys=<base64>;
-///
-/// Keys are stored inline rather than as paths, so that a sysroot's policy
-/// means the same whether it is booted or mounted elsewhere.
-public struct RepositoryTrust: Sendable, Equatable {
-    public static let group = "cairn"
-    public static let trustedKey = "trusted-ed25519-keys"
-    public static let revokedKey = "revoked-ed25519-keys"
-
-    public var trusted: [Ed25519PublicKey] = []
-    public var revoked: [Ed25519PublicKey] = []
-
-    public init(trusted: [Ed25519PublicKey] = [], revoked: [Ed25519PublicKey] = []) {
-        self.trusted = trusted
-        self.revoked = revoked
-    }
-
-    /// Whether any key is configured: then every deploy must verify.
-    public var isConfigured: Bool { !trusted.isEmpty }
-
-    public var policy: TrustPolicy { TrustPolicy(trustedKeys: trusted, revokedKeys: revoked) }
-}
-
 extension Repository {
     // MARK: Verification
 
@@ -53,21 +12,10 @@ extension Repository {
     /// raw commit object and `.commitmeta`. A commit object whose SHA-256 is
     /// not its name is refused even when a signature verifies.
     public func verifyEd25519(_ checksum: String, policy: TrustPolicy) -> Result<CommitVerification, CommitRefusal> {
-        let commit: [UInt8]
-        let meta: [UInt8]?
         do {
-            commit = try rawCommitObject(checksum)
-            meta = try rawDetachedMetadata(checksum)
+            return policy.verifyCommitObject(checksum, commit: try rawCommitObject(checksum), detachedMetadata: try rawDetachedMetadata(checksum))
         } catch {
             return .failure(CommitRefusal(String(describing: error)))
-        }
-        let altered = commitAlteration(commit, checksum)
-        switch policy.verify(commit: commit, detachedMetadata: meta) {
-        case .success(let v):
-            if let altered { return .failure(CommitRefusal("a signature verifies, but \(altered)")) }
-            return .success(CommitVerification(signature: v))
-        case .failure(let f):
-            return .failure(CommitRefusal(f.description + (altered.map { " (\($0))" } ?? "")))
         }
     }
 
@@ -75,12 +23,6 @@ extension Repository {
     /// the failure says why there is nothing to check.
     public func ed25519Verdicts(_ checksum: String, policy: TrustPolicy) throws -> Result<[SignatureVerdict], VerificationFailure> {
         policy.evaluate(commit: try rawCommitObject(checksum), detachedMetadata: try rawDetachedMetadata(checksum))
-    }
-
-    /// Nil when the commit object hashes to its name, else why not.
-    func commitAlteration(_ commit: [UInt8], _ checksum: String) -> String? {
-        let actual = sha256Hex(commit)
-        return actual == checksum ? nil : "the commit object's SHA-256 is \(actual), not its checksum: the object was altered or renamed"
     }
 
     // MARK: Signing
@@ -95,7 +37,7 @@ extension Repository {
     public func addEd25519Signatures(commit checksum: String, keys: [Ed25519SecretKey]) throws -> [(key: Ed25519PublicKey, added: Bool)] {
         try withExclusiveLock("signing commit \(checksum)") {
             let commitBytes = try rawCommitObject(checksum)
-            if let altered = commitAlteration(commitBytes, checksum) {
+            if let altered = OstreeObject.alteration(commitBytes, checksum) {
                 throw RepoError("signing commit \(checksum)", altered)
             }
             var meta = try rawDetachedMetadata(checksum)
@@ -139,21 +81,7 @@ extension Repository {
 
     /// The keys this repository's config trusts and revokes.
     public func trust() throws -> RepositoryTrust {
-        let config = ostree_repo_get_config(repo)
-        func keys(_ name: String) throws -> [Ed25519PublicKey] {
-            var count: gsize = 0
-            guard let list = g_key_file_get_string_list(config, RepositoryTrust.group, name, &count, nil) else { return [] }
-            defer { g_strfreev(list) }
-            return try (0..<Int(count)).compactMap { i -> Ed25519PublicKey? in
-                let text = String(cString: list[i]!).trimmingCharacters(in: " \t")
-                if text.isEmpty { return nil }
-                guard let bytes = Base64.decode(text), let key = Ed25519PublicKey(bytes: bytes) else {
-                    throw RepoError("reading \(path)/config", "[\(RepositoryTrust.group)] \(name) holds '\(text)', which is not a base64 ed25519 public key")
-                }
-                return key
-            }
-        }
-        return RepositoryTrust(trusted: try keys(RepositoryTrust.trustedKey), revoked: try keys(RepositoryTrust.revokedKey))
+        try RepositoryTrust(configValue: { configValue(group: RepositoryTrust.group, key: $0) }, file: "\(path)/config")
     }
 
     /// Replaces the trust policy in the repository's config, atomically

@@ -1,6 +1,7 @@
 import COSTree
 import CairnSystem
 import Composefs
+import Trust
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -312,7 +313,7 @@ extension Repository {
             // the digest cache never decides what a commit (and so its
             // signature) pins.
             if let p = parent, let pc = try? commit(p), pc.rootTree == rootTree, pc.rootMeta == rootMeta,
-               let digest = pc.composefsDigest, (try? rawCommitObject(p)).map({ commitAlteration($0, p) == nil }) == true {
+               let digest = pc.composefsDigest, (try? rawCommitObject(p)).map({ OstreeObject.alteration($0, p) == nil }) == true {
                 metadataEntries.append((MetadataKey.composefsDigest, .bytes(digest)))
             } else {
                 let facts = state.contentFacts

@@ -1,20 +1,6 @@
 import CairnSystem
 import COSTree
 
-/// An error from the repository layer: what was being done (with the path,
-/// ref or object involved) and why. GLib's `GError` never leaves this module.
-public struct RepoError: Error, CustomStringConvertible {
-    public var context: String
-    public var reason: String
-
-    public init(_ context: String, _ reason: String) {
-        self.context = context
-        self.reason = reason
-    }
-
-    public var description: String { reason.isEmpty ? context : "\(context): \(reason)" }
-}
-
 typealias GErrorPointer = UnsafeMutablePointer<UnsafeMutablePointer<GError>?>
 
 /// Calls a GLib-style function that reports failure through a `GError**`,

@@ -62,16 +62,9 @@ public struct GPGSignatureStatus: Sendable {
 extension Repository {
     // MARK: Detached metadata, raw
 
-    /// Path of a commit's loose metadata object relative to the repository
-    /// ("objects/XX/<62 hex>.<ext>").
-    static func metadataObjectPath(_ checksum: String, _ ext: String) -> String {
-        let c = Array(checksum)
-        return "objects/" + String(c[0..<2]) + "/" + String(c[2...]) + "." + ext
-    }
+    static func metadataObjectPath(_ checksum: String, _ ext: String) -> String { OstreeObject.loosePath(checksum, ext) }
 
-    static func validChecksum(_ checksum: String) -> Bool {
-        checksum.utf8.count == 64 && checksum.utf8.allSatisfy { (0x30...0x39).contains($0) || (0x61...0x66).contains($0) }
-    }
+    static func validChecksum(_ checksum: String) -> Bool { OstreeObject.isChecksum(checksum) }
 
     /// The bytes of a file under the repository, nil when it does not exist.
     func readRepoFile(_ relative: String, limit: Int, what: String) throws -> [UInt8]? {
@@ -204,13 +197,6 @@ extension Repository {
                                       timestamp: Int64(g_variant_get_int64(t.child(8).raw)))
         }
     }
-}
-
-/// Lower-case hex SHA-256 of `bytes` (GLib), to check a commit object
-/// against the checksum that names it.
-public func sha256Hex(_ bytes: [UInt8]) -> String {
-    let s = bytes.withUnsafeBufferPointer { g_compute_checksum_for_data(G_CHECKSUM_SHA256, $0.baseAddress, gsize($0.count)) }
-    return takeGString(s) ?? ""
 }
 
 /// The issuer named in a binary OpenPGP signature packet (RFC 4880 5.2):

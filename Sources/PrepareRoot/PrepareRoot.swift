@@ -202,12 +202,6 @@ public enum PrepareRoot {
         }
     }
 
-    static func sha256(_ bytes: [UInt8]) -> [UInt8] {
-        var out = [UInt8](repeating: 0, count: 32)
-        bytes.withUnsafeBufferPointer { b in out.withUnsafeMutableBufferPointer { _ = SHA256(b.baseAddress, b.count, $0.baseAddress) } }
-        return out
-    }
-
     /// Verifies and mounts. On any error everything mounted is unmounted
     /// and everything created is removed before the error is thrown.
     public static func run(_ o: PrepareRootOptions) throws(PrepareRootError) -> PrepareRootOutcome {
@@ -267,14 +261,13 @@ public enum PrepareRoot {
                 throw PrepareRootError("cannot load the trusted keys: \(error.description)")
             }
             let c = deployment.checksum
-            let objectRel = "ostree/repo/objects/\(c.prefix(2))/\(c.dropFirst(2))"
-            let commitFile = try resolver.resolve(Array((objectRel + ".commit").utf8), as: .regularFile, what: "commit object")
+            let commitFile = try resolver.resolve(Array(("ostree/repo/" + OstreeObject.loosePath(c, "commit")).utf8), as: .regularFile, what: "commit object")
             let commit = try readFile(commitFile.path, limit: commitSizeLimit, what: "commit object")
-            guard hexString(sha256(commit)) == c else {
+            guard hexString(OstreeObject.sha256(commit)) == c else {
                 throw PrepareRootError("commit object \(displayPath(commitFile.path)) does not have the checksum \(c) of its name")
             }
             var meta: [UInt8]? = nil
-            let metaRel = Array((objectRel + ".commitmeta").utf8)
+            let metaRel = Array(("ostree/repo/" + OstreeObject.loosePath(c, "commitmeta")).utf8)
             if FileSystem.exists(resolver.join(metaRel.split(separator: 0x2f).map(Array.init))) {
                 let f = try resolver.resolve(metaRel, as: .regularFile, what: "detached metadata")
                 meta = try readFile(f.path, limit: commitSizeLimit, what: "detached metadata")

@@ -1,6 +1,8 @@
 import ArgumentParser
 import CairnDeploy
+import CairnSysroot
 import CairnRepo
+import CairnSystem
 import Foundation
 
 struct FinalizeCommand: ParsableCommand {

@@ -1,5 +1,6 @@
 import ArgumentParser
 import CairnRepo
+import CairnSystem
 import Foundation
 
 struct InitCommand: ParsableCommand {

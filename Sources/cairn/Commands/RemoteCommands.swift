@@ -1,5 +1,6 @@
 import ArgumentParser
 import CairnDeploy
+import CairnSysroot
 import CairnRepo
 import CairnSystem
 import Foundation

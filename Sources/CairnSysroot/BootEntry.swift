@@ -65,12 +65,12 @@ public struct BootEntry: Equatable, Sendable {
 
 /// The first C0 or C1 control character (tab, CR and LF among them): none
 /// may stand in a boot entry's value.
-func firstControlCharacter(_ text: String) -> Unicode.Scalar? {
+package func firstControlCharacter(_ text: String) -> Unicode.Scalar? {
     text.unicodeScalars.first { $0.value < 0x20 || $0.value == 0x7f || (0x80..<0xa0).contains($0.value) }
 }
 
 extension StringProtocol {
-    func trimmingWhitespace() -> String {
+    package func trimmingWhitespace() -> String {
         var s = Substring(self)
         while let f = s.first, f == " " || f == "\t" || f == "\r" { s.removeFirst() }
         while let l = s.last, l == " " || l == "\t" || l == "\r" { s.removeLast() }
@@ -85,7 +85,7 @@ public struct KernelArguments: Equatable, Sendable {
 
     public init(_ arguments: [String]) { self.arguments = arguments }
 
-    static func key(_ arg: String) -> Substring { arg.split(separator: "=", maxSplits: 1).first ?? Substring(arg) }
+    package static func key(_ arg: String) -> Substring { arg.split(separator: "=", maxSplits: 1).first ?? Substring(arg) }
 
     /// Checks one argument: no whitespace or control characters, which would
     /// split it or end the `options` line.
