@@ -14,7 +14,7 @@ VM_PACKAGES := $(BUILD_PACKAGES) e2fsprogs xz-utils busybox-static gzip debootst
 	ovmf systemd-boot-efi mtools dosfstools fdisk nginx-light socat python3 buildah
 BENCH_PACKAGES := $(TEST_PACKAGES) debootstrap time openssl
 
-.PHONY: all build release install demo demo-boot test test-vm test-vm-full prepare-root bench-commit bench-composefs bench-deploy bench-pull bench-oci bench-storage bench-image-store clean
+.PHONY: all build release install demo demo-boot test test-vm test-vm-full prepare-root bench-commit bench-composefs bench-deploy bench-pull bench-oci bench-storage bench-image-store bench-startup clean
 
 PREFIX ?= /usr/local
 
@@ -28,11 +28,16 @@ release:
 	@scripts/install-packages.sh $(BUILD_PACKAGES)
 	swift build -c release
 
-# cairn (Swift runtime linked in), the static cairn-prepare-root, its default
-# configuration, and the dracut and initramfs-tools integrations.
+# cairn (the front end, which answers status, image digest and --version
+# itself) and cairn-full (every other command; the front end runs it from
+# $(PREFIX)/libexec/cairn), both with the Swift runtime linked in; the static
+# cairn-prepare-root, its default configuration, and the dracut and
+# initramfs-tools integrations.
 install: prepare-root
 	swift build -c release --static-swift-stdlib --product cairn
+	swift build -c release --static-swift-stdlib --product cairn-full
 	install -D -m 0755 .build/release/cairn $(DESTDIR)$(PREFIX)/bin/cairn
+	install -D -m 0755 .build/release/cairn-full $(DESTDIR)$(PREFIX)/libexec/cairn/cairn-full
 	install -D -m 0755 .build/initramfs/cairn-prepare-root $(DESTDIR)/usr/lib/cairn/cairn-prepare-root
 	install -D -m 0644 Config/prepare-root.conf $(DESTDIR)/usr/share/cairn/prepare-root.conf
 	install -D -m 0755 initramfs/dracut/50cairn/module-setup.sh $(DESTDIR)/usr/lib/dracut/modules.d/50cairn/module-setup.sh
@@ -81,7 +86,7 @@ prepare-root:
 test-vm: prepare-root
 	@scripts/install-packages.sh $(VM_PACKAGES)
 	@scripts/install-backports.sh $(VM_BACKPORTS)
-	swift build --product cairn
+	swift build --product cairn && swift build --product cairn-full
 	Tests/VM/boot-test.sh .build/debug/cairn .build/initramfs/cairn-prepare-root
 	Tests/VM/machine-test.sh .build/debug/cairn .build/initramfs/cairn-prepare-root
 
@@ -89,7 +94,7 @@ test-vm: prepare-root
 test-vm-full: prepare-root
 	@scripts/install-packages.sh $(VM_PACKAGES)
 	@scripts/install-backports.sh $(VM_BACKPORTS)
-	swift build --product cairn
+	swift build --product cairn && swift build --product cairn-full
 	Tests/VM/boot-test.sh .build/debug/cairn .build/initramfs/cairn-prepare-root
 	Tests/VM/machine-test.sh .build/debug/cairn .build/initramfs/cairn-prepare-root --full
 
@@ -97,7 +102,7 @@ test-vm-full: prepare-root
 demo-boot: prepare-root
 	@scripts/install-packages.sh $(VM_PACKAGES)
 	@scripts/install-backports.sh $(VM_BACKPORTS)
-	swift build --product cairn
+	swift build --product cairn && swift build --product cairn-full
 	Tests/VM/boot-test.sh .build/debug/cairn .build/initramfs/cairn-prepare-root --watch
 
 bench-commit:
@@ -134,6 +139,12 @@ bench-pull:
 	@scripts/install-packages.sh $(BENCH_PACKAGES) busybox-static
 	swift build -c release
 	scripts/bench_pull.py .build/release/cairn
+
+# Start-up as installed: `make install` into a scratch folder, then status
+# of a sysroot with 10 deployments and image digest of a 10 MB image.
+bench-startup:
+	@scripts/install-packages.sh $(BENCH_PACKAGES)
+	scripts/bench_startup.py
 
 clean:
 	rm -rf .build

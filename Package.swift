@@ -4,12 +4,15 @@ import PackageDescription
 // Layers, bottom to top:
 //   C system libraries → CairnSystem (syscall wrappers) → Composefs, Trust
 //   (pure Swift on Glibc + libcrypto, no Foundation: they go into the
-//   initramfs) → CairnRepo (libostree) → executables.
+//   initramfs) → CairnSysroot (the sysroot read without libostree or
+//   Foundation) → CairnRepo (libostree) → CairnDeploy → executables: the
+//   front end `cairn` (CairnSysroot and below only) and `cairn-full`.
 let package = Package(
     name: "cairn",
     platforms: [.macOS(.v13)],
     products: [
         .executable(name: "cairn", targets: ["cairn"]),
+        .executable(name: "cairn-full", targets: ["cairn-full"]),
         .executable(name: "cairn-prepare-root", targets: ["cairn-prepare-root"]),
     ],
     dependencies: [
@@ -31,7 +34,12 @@ let package = Package(
         // front end's fast commands; CairnDeploy writes it.
         .target(name: "CairnSysroot", dependencies: ["CairnSystem", "CCairnShim", "Trust"]),
         .target(name: "CairnDeploy", dependencies: ["CairnSysroot", "CairnRepo", "CairnSystem", "CCairnShim", "Composefs", "Trust", "PrepareRoot"]),
-        .executableTarget(name: "cairn", dependencies: [
+        // The front end, installed as `cairn`: answers `status`, `image
+        // digest` and `--version` itself, in milliseconds (no libostree,
+        // GLib, gpgme, libarchive or Foundation to load), and hands every
+        // other command to cairn-full.
+        .executableTarget(name: "cairn", dependencies: ["CairnSysroot", "CairnSystem", "Composefs", "Trust"]),
+        .executableTarget(name: "cairn-full", dependencies: [
             "CairnRepo", "CairnDeploy", "CairnSysroot", "CairnSystem", "Composefs", "Trust",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),

@@ -1,5 +1,6 @@
 import COSTree
 import CairnSystem
+import Trust
 
 /// A metadata value of a commit, kept as its GVariant type and text, with
 /// the plain value for the types cairn itself reads.
@@ -87,10 +88,10 @@ public struct CommitInfo: Sendable {
 
 /// Metadata keys cairn shares with ostree.
 public enum MetadataKey {
-    public static let composefsDigest = "ostree.composefs.digest.v0"
+    public static let composefsDigest = Trust.composefsDigestKey
     /// `as`: the refs a commit may be pulled as.
     public static let refBinding = "ostree.ref-binding"
     public static let version = "version"
-    public static let ed25519Signatures = "ostree.sign.ed25519"
-    public static let gpgSignatures = "ostree.gpgsigs"
+    public static let ed25519Signatures = Trust.ed25519SignatureKey
+    public static let gpgSignatures = Trust.gpgSignatureKey
 }

@@ -39,6 +39,18 @@ public enum KernelVerity {
         let fd = try FileDescriptor.open(path, O_RDONLY)
         return try fd.closeAfter { try digest(of: fd) }
     }
+
+    /// `cairn image digest`: for one file its digest, for several a
+    /// `<digest>  <file>` line each (as sha256sum), each line to `emit`.
+    public static func printDigests(of files: [String], _ emit: (String) -> Void) throws {
+        for f in files {
+            let d: [UInt8]
+            do { d = try digest(ofFile: Array(f.utf8)) } catch let e as SystemError {
+                throw RepoError("hashing \(f)", e.message)
+            }
+            emit(files.count == 1 ? hexString(d) + "\n" : "\(hexString(d))  \(f)\n")
+        }
+    }
 }
 
 /// What sealing a sysroot did.

@@ -75,4 +75,7 @@ public struct Commit: Sendable {
     /// The composefs digest recorded in the metadata (`ostree.composefs.digest.v0`,
     /// type ay), or nil when absent or of another type. Length is not checked here.
     public var composefsDigest: [UInt8]? { metadata.bytes(composefsDigestKey) }
+
+    /// The `version` the commit's metadata records (type s), as ostree shows it.
+    public var version: String? { metadata.string("version") }
 }

@@ -86,6 +86,18 @@ extension RepositoryTrust {
     }
 }
 
+extension RepositoryTrust {
+    /// Keys from key files (`--keys`, `--revoked-keys`), one base64 key per line.
+    public init(keyFiles trusted: [String], revokedKeyFile revoked: String?) throws {
+        do {
+            let p = try TrustPolicy(trustedKeyFiles: trusted, revokedKeyFile: revoked)
+            self.init(trusted: p.trustedKeys, revoked: Array(p.revokedKeys))
+        } catch {
+            throw RepoError("key file \(error.description)", "")
+        }
+    }
+}
+
 extension TrustPolicy {
     /// Verifies the ed25519 signatures of the commit object named
     /// `checksum`, given its exact bytes and `.commitmeta`. A commit object

@@ -110,6 +110,8 @@ public struct VariantDictionary: Sendable, CustomStringConvertible {
 
 /// Key of ed25519 signatures in detached metadata.
 public let ed25519SignatureKey = "ostree.sign.ed25519"
+/// Key of OpenPGP signatures in detached metadata.
+public let gpgSignatureKey = "ostree.gpgsigs"
 /// Commit metadata key of the composefs image digest.
 public let composefsDigestKey = "ostree.composefs.digest.v0"
 

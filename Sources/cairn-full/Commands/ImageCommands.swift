@@ -244,13 +244,7 @@ struct ImageDigest: ParsableCommand {
     }
 
     func run() throws {
-        for f in files {
-            let d: [UInt8]
-            do { d = try KernelVerity.digest(ofFile: Array(f.utf8)) } catch let e as SystemError {
-                throw RepoError("hashing \(f)", e.message)
-            }
-            print(files.count == 1 ? hexString(d) : "\(hexString(d))  \(f)")
-        }
+        try KernelVerity.printDigests(of: files) { Output.write(Array($0.utf8)) }
     }
 }
 

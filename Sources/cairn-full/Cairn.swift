@@ -1,11 +1,12 @@
 import ArgumentParser
 import CairnRepo
+import CairnSysroot
 import CairnSystem
 import Foundation
 
 struct Cairn: ParsableCommand {
     /// The release; `cairn --version` prints it.
-    static let version = "0.3.0"
+    static let version = cairnVersion
 
     static let configuration = CommandConfiguration(
         commandName: "cairn",

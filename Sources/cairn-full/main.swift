@@ -1,0 +1,2 @@
+// The cairn command: parse the arguments and run the command (Cairn.swift).
+Cairn.runMain()
