@@ -15,18 +15,14 @@ Medians of ROUNDS runs (alternating order); Markdown on stdout.
 import gzip, os, platform, random, shutil, statistics, subprocess, sys, tempfile, time
 
 HERE = os.path.dirname(os.path.realpath(__file__))
+sys.path.insert(0, HERE)
+import bench_measure  # noqa: E402
 SHARED = os.path.join(os.path.dirname(HERE), "..", "shared", "vectors", "composefs")
 
 
 def run(cmd, stdin=None):
     """Wall seconds and peak RSS (MiB) of one command."""
-    t = time.perf_counter()
-    p = subprocess.Popen(cmd, stdin=stdin, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(p.pid, 0)
-    wall = time.perf_counter() - t
-    if status != 0:
-        raise SystemExit("failed: %s: %s" % (" ".join(cmd), p.stderr.read().decode()))
-    return wall, usage.ru_maxrss / 1024
+    return bench_measure.run(cmd, stdin=stdin)
 
 
 def shell(cmd):

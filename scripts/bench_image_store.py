@@ -17,19 +17,13 @@ import os, platform, shutil, statistics, subprocess, sys, tempfile, time
 
 sys.path.insert(0, os.path.dirname(os.path.realpath(__file__)))
 import bench_commit  # noqa: E402  (the cached trees)
+import bench_measure  # noqa: E402
 
 
 def run(cmd, shell=False):
-    """Wall seconds and peak RSS (MiB) of the largest process of `cmd`
-    (Linux reports the maximum over the waited-for descendants)."""
+    """Wall seconds and peak RSS (MiB); `sync` first, so that no run pays for the last one's writes."""
     subprocess.run(["sync"], check=True)
-    t = time.perf_counter()
-    p = subprocess.Popen(cmd, shell=shell, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(p.pid, 0)
-    wall = time.perf_counter() - t
-    if status != 0:
-        raise SystemExit("failed: %s: %s" % (cmd, p.stderr.read().decode()))
-    return wall, usage.ru_maxrss / 1024
+    return bench_measure.run(cmd, shell=shell)
 
 
 def bench(tree, cairn, rounds, work):

@@ -124,6 +124,12 @@ public final class FsVerityHasher {
                 }
             }
         }
+        return Self.descriptorDigest(root: root, size: total)
+    }
+
+    /// SHA-256 of the 256-byte fs-verity descriptor (version 1, SHA-256,
+    /// 4096-byte blocks, no salt) naming the tree's root hash and the size.
+    static func descriptorDigest(root: [UInt8], size total: UInt64) -> [UInt8] {
         var desc = [UInt8](repeating: 0, count: 256)
         desc[0] = 1; desc[1] = 1; desc[2] = 12
         var size = total
@@ -164,6 +170,79 @@ public func fsVerityDigest(ofFile fd: FileDescriptor) throws -> [UInt8] {
             h.update(UnsafeRawBufferPointer(rebasing: buf[0..<n]))
         }
         return h.finalize()
+    }
+}
+
+/// Whether a range of a parallel digest failed, and the first error, for the caller's thread.
+private final class FirstError: @unchecked Sendable {
+    private var error: SystemError?
+    private(set) var failed = false
+    private var mutex = pthread_mutex_t()
+    init() { pthread_mutex_init(&mutex, nil) }
+    deinit { pthread_mutex_destroy(&mutex) }
+    func record(_ e: SystemError?) {
+        pthread_mutex_lock(&mutex)
+        if !failed { error = e }
+        failed = true
+        pthread_mutex_unlock(&mutex)
+    }
+    var value: SystemError? { error }
+}
+
+/// The fs-verity digest of the first `size` bytes of `fd` on `threads`
+/// threads: the data blocks' hashes (the tree's bottom level, all but a
+/// 128th of the work) in 1 MiB ranges read with pread, then the levels
+/// above and the descriptor, as FsVerityHasher makes them (the tests hold
+/// the two to each other). For one large file, where the streaming hasher
+/// would leave the other cores idle.
+public func fsVerityDigest(ofFile fd: FileDescriptor, size: Int, threads: Int) throws -> [UInt8] {
+    let block = FsVerityHasher.blockSize
+    let blocks = (size + block - 1) / block
+    guard blocks > 1 else { return try fsVerityDigest(ofFile: fd) }
+    let chunkBlocks = 256
+    let hashes = UnsafeMutablePointer<UInt8>.allocate(capacity: blocks * 32)
+    defer { hashes.deallocate() }
+    let failure = FirstError()
+    let hashesAddress = Int(bitPattern: hashes)
+    parallelFor((blocks + chunkBlocks - 1) / chunkBlocks, threads: threads) { chunk in
+        let hashes = UnsafeMutablePointer<UInt8>(bitPattern: hashesAddress)!
+        let first = chunk * chunkBlocks, count = min(chunkBlocks, blocks - first)
+        let offset = first * block, length = min(count * block, size - offset)
+        let buffer = UnsafeMutablePointer<UInt8>.allocate(capacity: count * block)
+        defer { buffer.deallocate() }
+        var done = 0
+        while done < length {
+            let n = pread(fd.rawValue, buffer + done, length - done, off_t(offset + done))
+            if n < 0 && errno == EINTR { continue }
+            guard n > 0 else {
+                // An error, or the file became shorter than its size: hashed again from the start below.
+                failure.record(n < 0 ? SystemError.current("reading") : nil)
+                return
+            }
+            done += n
+        }
+        (buffer + length).initialize(repeating: 0, count: count * block - length)
+        for b in 0..<count { _ = SHA256(buffer + b * block, block, hashes + (first + b) * 32) }
+    }
+    if failure.failed {
+        if let e = failure.value { throw e }
+        guard lseek(fd.rawValue, 0, SEEK_SET) == 0 else { throw SystemError.current("seeking") }
+        return try fsVerityDigest(ofFile: fd)
+    }
+    // The levels above: each hashes the one below in 4096-byte blocks, zero
+    // padded, until one block holds them all; its hash is the root.
+    var level = [UInt8](UnsafeBufferPointer(start: hashes, count: blocks * 32))
+    while true {
+        let padded = (level.count + block - 1) / block * block
+        level += [UInt8](repeating: 0, count: padded - level.count)
+        var next = [UInt8](repeating: 0, count: padded / block * 32)
+        level.withUnsafeBufferPointer { l in
+            next.withUnsafeMutableBufferPointer { n in
+                for b in 0..<(padded / block) { _ = SHA256(l.baseAddress! + b * block, block, n.baseAddress! + b * 32) }
+            }
+        }
+        if padded == block { return FsVerityHasher.descriptorDigest(root: next, size: UInt64(size)) }
+        level = next
     }
 }
 

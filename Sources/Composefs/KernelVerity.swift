@@ -35,9 +35,16 @@ public enum KernelVerity {
         return try fsVerityDigest(ofFile: fd)
     }
 
+    /// The digest of one file, on all cores when it is large (`image digest`).
     public static func digest(ofFile path: [UInt8]) throws -> [UInt8] {
         let fd = try FileDescriptor.open(path, O_RDONLY)
-        return try fd.closeAfter { try digest(of: fd) }
+        return try fd.closeAfter {
+            if let d = measure(fd) { return d }
+            let st = try fd.stat()
+            let cores = onlineProcessorCount()
+            guard st.st_mode & S_IFMT == S_IFREG, st.st_size >= 1 << 20, cores > 1 else { return try fsVerityDigest(ofFile: fd) }
+            return try fsVerityDigest(ofFile: fd, size: Int(st.st_size), threads: cores)
+        }
     }
 
     /// `cairn image digest`: for one file its digest, for several a

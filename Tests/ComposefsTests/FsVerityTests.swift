@@ -57,8 +57,11 @@ final class FsVerityTests: XCTestCase {
         let dir = try tempDir()
         defer { try? FileManager.default.removeItem(at: dir) }
         var rng = SystemRandomNumberGenerator()
-        for size in [0, 1, 4095, 4096, 4097, 8192, 128 * 4096, 128 * 4096 + 1, (1 << 20) + 3, 3 * (1 << 20) + 12345] {
-            let data = (0..<size).map { _ in UInt8.random(in: 0...255, using: &rng) }
+        // 128 × 128 blocks + 1: a tree of three levels above the data.
+        for size in [0, 1, 4095, 4096, 4097, 8192, 128 * 4096, 128 * 4096 + 1, (1 << 20) + 3, 3 * (1 << 20) + 12345, 128 * 128 * 4096 + 1] {
+            var words = (0..<(size + 7) / 8).map { _ in UInt64.random(in: .min ... .max, using: &rng) }
+            let data = words.withUnsafeBytes { Array($0.prefix(size)) }
+            words = []
             let f = dir.appendingPathComponent("f\(size)")
             try Data(data).write(to: f)
             let (rc, out) = try runTool(["/usr/bin/fsverity", "digest", "--hash-alg=sha256", "--block-size=4096", f.path])
@@ -66,6 +69,13 @@ final class FsVerityTests: XCTestCase {
             let theirs = out.split(separator: " ").first.map { String($0.dropFirst("sha256:".count)) }
             XCTAssertEqual(hexString(try fsVerityDigest(ofFile: f.path)), theirs, "size \(size)")
             XCTAssertEqual(hexString(fsVerityDigest(data)), theirs, "size \(size)")
+            // The parallel digest (one large file on all cores), on 1 to 3 threads.
+            for threads in 1...3 {
+                let fd = try FileDescriptor.open(f.path, O_RDONLY)
+                let d = try fd.closeAfter { try fsVerityDigest(ofFile: fd, size: size, threads: threads) }
+                XCTAssertEqual(hexString(d), theirs, "size \(size), \(threads) threads")
+            }
+            XCTAssertEqual(hexString(try KernelVerity.digest(ofFile: Array(f.path.utf8))), theirs, "size \(size)")
         }
     }
 }

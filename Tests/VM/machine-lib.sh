@@ -93,7 +93,7 @@ machine_kargs() {
 }
 
 # The Debian packages of a tree: systemd as PID 1 with udev and networkd;
-# the libraries a release cairn links (ldd .build/release/cairn:
+# the libraries a release cairn-full links (ldd .build/release/cairn-full:
 # libostree-1-1 brings glib and gpgme, plus libarchive13, libssl3); curl and
 # iproute2 for the agent's scripts; systemd-boot for Automatic Boot
 # Assessment (systemd-bless-boot, its generator and service: the boot

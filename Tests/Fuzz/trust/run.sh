@@ -12,21 +12,7 @@ secs=${1:-60}
 build=${FUZZ_BUILD:-$root/.build-fuzz-trust}
 mkdir -p "$build" "$here/crashes" "$build/corpus"
 
-# CCairnShim (C) and CairnSystem (Swift) as a separate module, as in the package.
-cat > "$build/module.modulemap" <<MAP
-module CCairnShim {
-    header "$root/Sources/CCairnShim/include/cairn_shim.h"
-    header "$root/Sources/CCairnShim/include/cairn_dirops.h"
-    export *
-}
-MAP
-clang -O1 -fsanitize=address -c "$root/Sources/CCairnShim/shim.c" -I "$root/Sources/CCairnShim/include" -o "$build/shim.o"
-clang -O1 -fsanitize=address -c "$root/Sources/CCairnShim/dirops.c" -I "$root/Sources/CCairnShim/include" -o "$build/dirops.o"
-swiftc -O -sanitize=address -parse-as-library -module-name CairnSystem \
-    -emit-module -emit-module-path "$build/CairnSystem.swiftmodule" \
-    -emit-library -static -o "$build/libCairnSystem.a" \
-    -Xcc -fmodule-map-file="$build/module.modulemap" \
-    "$root"/Sources/CairnSystem/*.swift
+"$root/Tests/Fuzz/build-cairn-system.sh" "$build"
 # The Trust sources and the harness in one executable module.
 swiftc -O -sanitize=fuzzer,address -parse-as-library -module-name TrustFuzz \
     -I "$build" -Xcc -fmodule-map-file="$build/module.modulemap" \
