@@ -29,14 +29,15 @@ release:
 	swift build -c release
 
 # cairn (the front end, which answers status, image digest and --version
-# itself) and cairn-full (every other command; the front end runs it from
-# $(PREFIX)/libexec/cairn), both with the Swift runtime linked in; the static
+# itself; one static executable) and cairn-full (every other command, with
+# the Swift runtime linked in; the front end runs it from
+# $(PREFIX)/libexec/cairn); the static
 # cairn-prepare-root, its default configuration, and the dracut and
 # initramfs-tools integrations.
 install: prepare-root
-	swift build -c release --static-swift-stdlib --product cairn
+	scripts/build-static.sh cairn .build/static/cairn
 	swift build -c release --static-swift-stdlib --product cairn-full
-	install -D -m 0755 .build/release/cairn $(DESTDIR)$(PREFIX)/bin/cairn
+	install -D -m 0755 .build/static/cairn $(DESTDIR)$(PREFIX)/bin/cairn
 	install -D -m 0755 .build/release/cairn-full $(DESTDIR)$(PREFIX)/libexec/cairn/cairn-full
 	install -D -m 0755 .build/initramfs/cairn-prepare-root $(DESTDIR)/usr/lib/cairn/cairn-prepare-root
 	install -D -m 0644 Config/prepare-root.conf $(DESTDIR)/usr/share/cairn/prepare-root.conf

@@ -7,14 +7,7 @@ set -eu
 out=${1:?usage: build-prepare-root.sh OUTPUT [SCRATCH]}
 root=$(cd "$(dirname "$0")/.." && pwd)
 scratch=${2:-$root/.build-static}
-cd "$root"
-swift build -c release --scratch-path "$scratch" --product cairn-prepare-root \
-    -Xswiftc -static-executable \
-    -Xlinker --gc-sections \
-    -Xlinker -Bstatic -Xlinker -lcrypto
-bin=$(swift build -c release --scratch-path "$scratch" --show-bin-path)/cairn-prepare-root
-mkdir -p "$(dirname "$out")"
-strip --strip-all -o "$out" "$bin"
+"$root/scripts/build-static.sh" cairn-prepare-root "$out" "$scratch" > /dev/null
 # The initramfs program must lack the test builds' switch (CAIRN_TEST_KNOBS,
 # debug configuration only): neither its name nor its warnings may be in it.
 if strings -a "$out" | grep -q -e CAIRN_PREPARE_ROOT_NO_VERITY_REQUIRE -e 'TEST BUILD'; then

@@ -14,13 +14,16 @@ public struct BootEntry: Equatable, Sendable {
     /// names the entry in errors.
     public init(parsing text: String, file: String) throws {
         var fields: [(String, String)] = []
-        for (n, raw) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
-            let line = raw.trimmingWhitespace()
+        // By Unicode scalars, not Characters: a blank followed by a
+        // combining mark is one Character, and "\r\n" another.
+        for (n, raw) in text.unicodeScalars.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
+            let line = String(String.UnicodeScalarView(raw)).trimmingWhitespace()
             if line.isEmpty || line.hasPrefix("#") { continue }
-            guard let space = line.firstIndex(where: { $0 == " " || $0 == "\t" }) else {
+            let scalars = line.unicodeScalars
+            guard let space = scalars.firstIndex(where: { $0 == " " || $0 == "\t" }) else {
                 throw DeployError("reading boot entry \(file)", "line \(n + 1): '\(line)' has a key but no value")
             }
-            fields.append((String(line[..<space]), String(line[space...]).trimmingWhitespace()))
+            fields.append((String(scalars[..<space]), String(scalars[space...]).trimmingWhitespace()))
         }
         self.fields = fields
     }
@@ -70,8 +73,10 @@ package func firstControlCharacter(_ text: String) -> Unicode.Scalar? {
 }
 
 extension StringProtocol {
+    /// Without leading and trailing blanks and carriage returns, taken as
+    /// Unicode scalars (a blank before a combining mark is one Character).
     package func trimmingWhitespace() -> String {
-        var s = Substring(self)
+        var s = Substring(self).unicodeScalars
         while let f = s.first, f == " " || f == "\t" || f == "\r" { s.removeFirst() }
         while let l = s.last, l == " " || l == "\t" || l == "\r" { s.removeLast() }
         return String(s)

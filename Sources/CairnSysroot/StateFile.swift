@@ -16,17 +16,19 @@ public struct StateFile: Sendable {
     /// Parses `bytes` as g_key_file_load_from_data and g_key_file_get_string
     /// do: blank and `#` lines skipped, `[group]` lines, a `\r` before `\n` dropped, blanks
     /// before a key and around `=` trimmed, escapes `\s \n \t \r \\`, a
-    /// repeated group merged and a repeated key's last value kept. `path`
+    /// repeated group merged and a repeated key's last value kept; a line
+    /// ends at a NUL, and a key, value or group name that is not UTF-8 is
+    /// left out (no lookup reaches it in GLib either). `path`
     /// names the file in errors.
     public init(parsing bytes: [UInt8], path: String) throws {
         func refuse(_ line: Int, _ why: String) -> RepoError { RepoError("reading \(path)", "line \(line): \(why)") }
-        guard !bytes.contains(0) else { throw RepoError("reading \(path)", "it holds a NUL byte") }
-        guard String(validating: bytes, as: UTF8.self) != nil else { throw RepoError("reading \(path)", "it is not UTF-8") }
         var current: Int? = nil
+        var unreachable = false
         var number = 0
         for raw in bytes.split(separator: 0x0a, omittingEmptySubsequences: false) {
             number += 1
             var line = raw
+            if let nul = line.firstIndex(of: 0) { line = line[..<nul] }
             if line.last == 0x0d { line.removeLast() }
             while let c = line.first, isASCIISpace(c) { line.removeFirst() }
             if line.isEmpty || line.first == 0x23 { continue }
@@ -37,6 +39,9 @@ public struct StateFile: Sendable {
                 guard !name.isEmpty, !name.contains(where: { $0 == 0x5b || $0 < 0x20 || $0 == 0x7f }) else {
                     throw refuse(number, "an invalid group name")
                 }
+                // GLib takes a name that is not UTF-8, whose keys no lookup reaches.
+                guard String(validating: name, as: UTF8.self) != nil else { current = nil; unreachable = true; continue }
+                unreachable = false
                 let text = String(decoding: name, as: UTF8.self)
                 if let i = groups.firstIndex(where: { $0.name == text }) { current = i } else {
                     groups.append((text, []))
@@ -47,6 +52,7 @@ public struct StateFile: Sendable {
             guard let eq = line.firstIndex(of: 0x3d), eq != line.startIndex else {
                 throw refuse(number, "not a group header, key=value or comment")
             }
+            if unreachable { continue }
             guard let g = current else { throw refuse(number, "a key before the first [group]") }
             var key = line[..<eq]
             while let c = key.last, isASCIISpace(c) { key.removeLast() }
@@ -62,6 +68,7 @@ public struct StateFile: Sendable {
                 continue
             }
             guard !key.contains(0x5d), key.first != 0x20 else { throw refuse(number, "an invalid key") }
+            guard String(validating: key, as: UTF8.self) != nil, String(validating: value, as: UTF8.self) != nil else { continue }
             let name = String(decoding: key, as: UTF8.self)
             let unescaped = Self.unescape(value)
             if let k = groups[g].entries.firstIndex(where: { $0.key == name }) {

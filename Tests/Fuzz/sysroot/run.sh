@@ -12,7 +12,7 @@ mkdir -p "$build" "$here/crashes" "$build/corpus"
 
 "$root/Tests/Fuzz/build-cairn-system.sh" "$build"
 # The parsers and the harness in one executable module.
-swiftc -O -sanitize=fuzzer,address -parse-as-library -module-name SysrootFuzz \
+swiftc -O -sanitize=fuzzer,address -parse-as-library -module-name SysrootFuzz -package-name cairn \
     -I "$build" -Xcc -fmodule-map-file="$build/module.modulemap" \
     "$root/Sources/CairnSysroot/StateFile.swift" "$root/Sources/CairnSysroot/BootEntry.swift" "$here/FuzzSysroot.swift" \
     "$build/libCairnSystem.a" "$build/shim.o" "$build/dirops.o" \
