@@ -44,7 +44,7 @@ extension Sysroot {
     /// `[cairn] boot-tries` (default 3; 0 turns boot counting off): the tries
     /// a new default entry gets on systemd-boot.
     public func bootTries() throws -> Int {
-        guard let value = try repository().configValue(group: BootLoader.configGroup, key: Self.bootTriesKey) else { return Self.defaultBootTries }
+        guard let value = try repositoryConfigValue(group: BootLoader.configGroup, key: Self.bootTriesKey) else { return Self.defaultBootTries }
         guard let n = Int(value.trimmingWhitespace()), n >= 0, n <= 1000 else {
             throw DeployError("reading \(repositoryPath)/config", "[\(BootLoader.configGroup)] \(Self.bootTriesKey)=\(value) is not a number of tries from 0 (off) to 1000")
         }
@@ -77,7 +77,7 @@ extension Sysroot {
     /// A setting's value, its default when unset.
     public func setting(_ key: String) throws -> String {
         let spec = try Self.settingSpec(key)
-        return try repository().configValue(group: BootLoader.configGroup, key: key) ?? spec.defaultValue
+        return try repositoryConfigValue(group: BootLoader.configGroup, key: key) ?? spec.defaultValue
     }
 
     /// Sets (nil: removes) a setting, refusing a value it cannot take.
@@ -91,7 +91,7 @@ extension Sysroot {
     /// `[cairn] keep-failed-default=true` leaves a deployment that used up
     /// its tries as the default (systemd-boot still boots the next one).
     func keepsFailedDefault() -> Bool {
-        (try? repository().configValue(group: BootLoader.configGroup, key: Self.keepFailedDefaultKey))??.trimmingWhitespace() == "true"
+        (try? repositoryConfigValue(group: BootLoader.configGroup, key: Self.keepFailedDefaultKey))??.trimmingWhitespace() == "true"
     }
 
     // MARK: Records

@@ -29,7 +29,7 @@ extension Sysroot {
     /// unless told otherwise.
     func stagesByDefault(_ state: SysrootState) throws -> Bool {
         guard state.bootedIndex != nil else { return false }
-        return try repository().configValue(group: BootLoader.configGroup, key: Self.stageKey)?.trimmingWhitespace() == "true"
+        return try repositoryConfigValue(group: BootLoader.configGroup, key: Self.stageKey)?.trimmingWhitespace() == "true"
     }
 
     func writeStagedRecord(_ d: Deployment, merge: Deployment?, locked: Bool) throws {
