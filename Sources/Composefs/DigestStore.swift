@@ -30,15 +30,15 @@ public struct DigestStore: Sendable {
     /// are renamed to their digest.
     static let temporaryPrefix = Array(".tmp".utf8)
 
-    /// Copies the file at `source` into a new object unless the store has
-    /// it: a reflink where the filesystem can, else copy_file_range (as
-    /// mkcomposefs does). The object gets its name in `install`.
-    public func store(source: [UInt8], digest: [UInt8]) throws -> DigestStoreObject? {
+    /// Copies the whole file open at `source` into a new object unless the
+    /// store has it: a reflink where the filesystem can, else
+    /// copy_file_range from the start (as mkcomposefs does). `path` names
+    /// the file in errors. The object gets its name in `install`.
+    public func store(_ source: FileDescriptor, path: [UInt8], digest: [UInt8]) throws -> DigestStoreObject? {
         if FileSystem.exists(objectPath(digest)) { return nil }
         let object = try DigestStoreObject(store: self)
-        let src = try FileDescriptor.open(source, O_RDONLY | O_NOFOLLOW)
-        try src.closeAfter {
-            guard cairn_copy_file(src.rawValue, object.file.rawValue) == 0 else { throw SystemError.current("copying", path: source) }
+        guard lseek(source.rawValue, 0, SEEK_SET) == 0, cairn_copy_file(source.rawValue, object.file.rawValue) == 0 else {
+            throw SystemError.current("copying", path: path)
         }
         _ = try object.finish(digest: digest)
         return object

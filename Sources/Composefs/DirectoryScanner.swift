@@ -37,7 +37,12 @@ public enum DirectoryScanner {
 
     public static func scan(_ source: [UInt8], options: DirectoryScanOptions = .init()) throws -> ComposefsTree {
         func io(_ e: SystemError) -> ComposefsError { ComposefsError(.io, e.description, path: e.path) }
-        var files: [(entry: Int, path: [UInt8], size: UInt64, dev: UInt64, ino: UInt64)] = []
+        // Per regular file with content: its entry, size, and which distinct
+        // file (dev, ino) it is. Kept small: a tree of 50k files holds this
+        // and the tree at once; paths are rebuilt from the tree when needed.
+        var files: [(entry: Int32, unique: Int32, size: UInt64)] = []
+        var unique: [Int32] = []                 // index into `files` of each distinct file
+        var linked: [DeviceInode: Int32] = [:]   // only files with more than one link
         var tree: ComposefsTree
         do {
             let st = try FileSystem.lstat(source)
@@ -55,63 +60,74 @@ public enum DirectoryScanner {
                     let e = try tree.addChild(dirEntry, name: name, node: try node(path, st, options))
                     if type == S_IFDIR { stack.append((e, path)) }
                     if type == S_IFREG && st.st_size > 0 {
-                        files.append((e, path, UInt64(st.st_size), UInt64(st.st_dev), UInt64(st.st_ino)))
+                        var u = Int32(unique.count)
+                        if st.st_nlink > 1 {
+                            let key = DeviceInode(device: UInt64(st.st_dev), inode: UInt64(st.st_ino))
+                            if let known = linked[key] { u = known } else { linked[key] = u }
+                        }
+                        if u == Int32(unique.count) { unique.append(Int32(files.count)) }
+                        files.append((Int32(e), u, UInt64(st.st_size)))
                     }
                 }
             }
         } catch let e as SystemError { throw io(e) }
+        linked = [:]
 
-        // Hash each distinct (dev, ino) once, on all threads.
-        var firstOf: [[UInt64]: Int] = [:]
-        var unique: [Int] = []
-        var uniqueIndex = [Int](repeating: 0, count: files.count)
-        for (i, f) in files.enumerated() {
-            let key = [f.dev, f.ino]
-            if let u = firstOf[key] { uniqueIndex[i] = u } else {
-                firstOf[key] = unique.count; uniqueIndex[i] = unique.count; unique.append(i)
-            }
-        }
-        let results = ResultSlots<Result<([UInt8], [UInt8]?), ComposefsError>>(unique.count)
+        // Hash each distinct file once, on all threads, each with its own buffer.
+        let digests = DigestSlots(unique.count)
+        let contents = ResultSlots<[UInt8]>(unique.count)
         let objects = ResultSlots<DigestStoreObject>(unique.count)
-        let work = unique.map { (files[$0].path, files[$0].size) }
+        let failure = FirstFailure()
         let store = options.digestStore
-        parallelFor(work.count, threads: options.threads) { i in
-            let (path, size) = work[i]
-            do {
-                let (digest, content) = try hashFile(path, size: size, keepIfAtMost: maxInline)
-                if size > UInt64(maxInline), content == nil, let store { objects[i] = try store.store(source: path, digest: digest) }
-                results[i] = .success((digest, content))
-            } catch let e as SystemError {
-                results[i] = .failure(ComposefsError(.io, e.description, path: path))
-            } catch let e as ComposefsError {
-                results[i] = .failure(e)
-            } catch {
-                results[i] = .failure(ComposefsError(.io, "\(error)", path: path))
+        let workers = max(1, min(options.threads, unique.count))
+        let buffers = (0..<workers).map { _ in UnsafeMutableRawBufferPointer.allocate(byteCount: hashBufferSize, alignment: 4096) }
+        defer { for b in buffers { b.deallocate() } }
+        do {
+            let frozen = tree, work = unique.map { files[Int($0)] }
+            parallelFor(work.count, threads: options.threads) { worker, u in
+                let path = source + frozen.path(of: Int(work[u].entry))
+                do {
+                    let fd = try FileDescriptor.open(path, O_RDONLY | O_NOFOLLOW)
+                    try fd.closeAfter {
+                        let small = try hash(fd, into: digests[u], keepIfAtMost: maxInline, buffer: buffers[worker])
+                        if let small { contents[u] = small } else if let store {
+                            objects[u] = try store.store(fd, path: path, digest: Array(digests[u]))
+                        }
+                    }
+                } catch let e as SystemError {
+                    failure.record(u, ComposefsError(.io, e.description, path: path))
+                } catch let e as ComposefsError {
+                    failure.record(u, e)
+                } catch {
+                    failure.record(u, ComposefsError(.io, "\(error)", path: path))
+                }
             }
         }
-        for u in 0..<unique.count { _ = try results[u]?.get() }
+        if let e = failure.error { throw e }
         if let store {
             // Several files with one content: the first copy gets the name.
             var seen = Set<[UInt8]>()
-            var fresh: [(path: [UInt8], object: DigestStoreObject)] = []
+            var fresh: [(unique: Int, object: DigestStoreObject)] = []
             for u in 0..<unique.count {
-                if let o = objects[u], seen.insert(o.digest).inserted { fresh.append((work[u].0, o)) }
+                if let o = objects[u], seen.insert(o.digest).inserted { fresh.append((u, o)) }
             }
             do {
-                try store.install(fresh.map(\.object)) { k, e in ComposefsError(.io, e.description, path: fresh[k].path) }
+                try store.install(fresh.map(\.object)) { k, e in
+                    ComposefsError(.io, e.description, path: source + tree.path(of: Int(files[Int(unique[fresh[k].unique])].entry)))
+                }
             } catch let e as SystemError { throw io(e) }
         }
-        for (i, f) in files.enumerated() {
-            guard let r = results[uniqueIndex[i]] else { continue }
-            let (digest, content) = try r.get()
-            var n = tree.nodes[f.entry]
+        for f in files {
+            let u = Int(f.unique)
+            let digest = Array(digests[u])
+            var n = tree.nodes[Int(f.entry)]
             n.digest = digest
             n.payload = objectPath(forDigest: digest)
-            if let content {
+            if let content = contents[u] {
                 n.content = content
                 n.size = UInt64(content.count)
             }
-            tree[f.entry] = n
+            tree[Int(f.entry)] = n
         }
         return tree
     }
@@ -142,27 +158,59 @@ public enum DirectoryScanner {
         return n
     }
 
-    /// fs-verity digest of a file, plus its bytes if it has at most `keepIfAtMost` bytes.
-    static func hashFile(_ path: [UInt8], size: UInt64, keepIfAtMost limit: Int) throws -> ([UInt8], [UInt8]?) {
-        let fd = try FileDescriptor.open(path, O_RDONLY | O_NOFOLLOW)
-        return try fd.closeAfter {
-            // As much as the file holds (plus one byte to see its end), up to 1 MiB.
-            let chunk = Int(min(size + 1, 1 << 20))
-            let buf = UnsafeMutableRawBufferPointer.allocate(byteCount: chunk, alignment: 4096)
-            defer { buf.deallocate() }
-            let h = FsVerityHasher()
-            var small: [UInt8]? = []
-            while true {
-                let n = try fd.read(into: buf)
-                if n == 0 { break }
-                let part = UnsafeRawBufferPointer(rebasing: buf[0..<n])
-                h.update(part)
-                if small != nil {
-                    if small!.count + n <= limit { small! += part } else { small = nil }
-                }
+    /// Bytes each hashing thread reads at a time.
+    static let hashBufferSize = 256 << 10
+
+    /// Writes the fs-verity digest of the file open at `fd` (from its
+    /// current offset) to `digest`; returns its bytes if it has at least
+    /// one and at most `limit`.
+    static func hash(_ fd: FileDescriptor, into digest: UnsafeMutableRawBufferPointer, keepIfAtMost limit: Int,
+                     buffer: UnsafeMutableRawBufferPointer) throws -> [UInt8]? {
+        let h = FsVerityHasher()
+        var small: [UInt8]? = []
+        while true {
+            let n = try fd.read(into: buffer)
+            if n == 0 { break }
+            let part = UnsafeRawBufferPointer(rebasing: buffer[0..<n])
+            h.update(part)
+            if small != nil {
+                if small!.count + n <= limit { small! += part } else { small = nil }
             }
-            if h.count == 0 { small = nil }
-            return (h.finalize(), small)
         }
+        if h.count == 0 { small = nil }
+        _ = h.finalize().withUnsafeBytes { digest.copyMemory(from: $0) }
+        return small
+    }
+}
+
+/// A (device, inode) pair: one file, however many names it has.
+struct DeviceInode: Hashable {
+    var device: UInt64
+    var inode: UInt64
+}
+
+/// 32-byte digests that worker threads write at distinct indices.
+final class DigestSlots: @unchecked Sendable {
+    private let p: UnsafeMutableRawPointer
+    init(_ count: Int) {
+        p = .allocate(byteCount: max(count, 1) * 32, alignment: 8)
+        p.initializeMemory(as: UInt8.self, repeating: 0, count: max(count, 1) * 32)
+    }
+    deinit { p.deallocate() }
+    subscript(i: Int) -> UnsafeMutableRawBufferPointer { UnsafeMutableRawBufferPointer(start: p + 32 * i, count: 32) }
+}
+
+/// The failure of the lowest index among parallel work items, so that the
+/// error reported does not depend on thread timing.
+final class FirstFailure: @unchecked Sendable {
+    private var index = Int.max
+    private(set) var error: ComposefsError?
+    private var mutex = pthread_mutex_t()
+    init() { pthread_mutex_init(&mutex, nil) }
+    deinit { pthread_mutex_destroy(&mutex) }
+    func record(_ i: Int, _ e: ComposefsError) {
+        pthread_mutex_lock(&mutex)
+        defer { pthread_mutex_unlock(&mutex) }
+        if i < index { index = i; error = e }
     }
 }

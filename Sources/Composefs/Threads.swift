@@ -12,11 +12,12 @@ public func onlineProcessorCount() -> Int {
 /// Shared state of a `parallelFor` run: a mutex-protected work index.
 private final class ParallelJob: @unchecked Sendable {
     let count: Int
-    let body: (Int) -> Void
+    let body: (Int, Int) -> Void
     private var next = 0
+    private var workers = 0
     private var mutex = pthread_mutex_t()
 
-    init(count: Int, body: @escaping (Int) -> Void) {
+    init(count: Int, body: @escaping (Int, Int) -> Void) {
         self.count = count
         self.body = body
         pthread_mutex_init(&mutex, nil)
@@ -32,8 +33,16 @@ private final class ParallelJob: @unchecked Sendable {
         return next - 1
     }
 
+    private func join() -> Int {
+        pthread_mutex_lock(&mutex)
+        defer { pthread_mutex_unlock(&mutex) }
+        workers += 1
+        return workers - 1
+    }
+
     func work() {
-        while let i = take() { body(i) }
+        let worker = join()
+        while let i = take() { body(worker, i) }
     }
 }
 
@@ -41,6 +50,13 @@ private final class ParallelJob: @unchecked Sendable {
 /// thread is one of them). Plain pthreads keep Foundation/Dispatch out of
 /// static binaries. `body` must only touch per-index state.
 public func parallelFor(_ count: Int, threads: Int, _ body: @escaping (Int) -> Void) {
+    parallelFor(count, threads: threads) { _, i in body(i) }
+}
+
+/// Like `parallelFor(_:threads:_:)`, `body(worker, i)` also told which of
+/// the `min(threads, count)` workers (0, 1, ...) runs it, so that each can
+/// reuse its own buffers.
+public func parallelFor(_ count: Int, threads: Int, _ body: @escaping (Int, Int) -> Void) {
     let job = ParallelJob(count: count, body: body)
     let extra = max(0, min(threads, count) - 1)
     var tids: [pthread_t] = []

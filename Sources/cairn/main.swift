@@ -82,6 +82,68 @@ struct StatusArguments {
     }
 }
 
+/// `image create --from-dir` with mkcomposefs's options as cairn-full
+/// spells them; nil for anything else, or anything cairn-full would refuse
+/// (it then prints the usage error).
+struct ImageCreateArguments {
+    var source = ""
+    var image: String?
+    var store: String?
+    var scan = DirectoryScanOptions()
+    var minVersion: UInt32?
+    var maxVersion: UInt32?
+    var printDigest = false
+    var printDigestOnly = false
+
+    init?(_ args: ArraySlice<String>) {
+        var seen = Set<String>()
+        var source: String?, threads: Int?
+        var i = args.startIndex
+        while i < args.endIndex {
+            let a = args[i]
+            i += 1
+            if !a.hasPrefix("-") || a == "-" {
+                guard image == nil else { return nil }
+                image = a
+                continue
+            }
+            var name = a, value: String? = nil
+            if let eq = a.firstIndex(of: "=") {
+                name = String(a[..<eq])
+                value = String(a[a.index(after: eq)...])
+            }
+            guard seen.insert(name).inserted else { return nil }
+            switch name {
+            case "--use-epoch" where value == nil: scan.useEpoch = true
+            case "--skip-xattrs" where value == nil: scan.skipXattrs = true
+            case "--user-xattrs" where value == nil: scan.userXattrsOnly = true
+            case "--skip-devices" where value == nil: scan.skipDevices = true
+            case "--print-digest" where value == nil: printDigest = true
+            case "--print-digest-only" where value == nil: printDigestOnly = true
+            case "--from-dir", "--digest-store", "--min-version", "--max-version", "--threads":
+                if value == nil, i < args.endIndex, !args[i].hasPrefix("-") {
+                    value = args[i]
+                    i += 1
+                }
+                guard let value, !value.isEmpty else { return nil }
+                switch name {
+                case "--from-dir": source = value
+                case "--digest-store": store = value
+                case "--min-version": guard let v = UInt32(value), v <= 1 else { return nil }; minVersion = v
+                case "--max-version": guard let v = UInt32(value), v <= 1 else { return nil }; maxVersion = v
+                default: guard let n = Int(value), n >= 1 else { return nil }; threads = n
+                }
+            default: return nil
+            }
+        }
+        guard let source, printDigestOnly == (image == nil) else { return nil }
+        if let lo = minVersion, let hi = maxVersion, lo > hi { return nil }
+        self.source = source
+        scan.digestStore = store.map { DigestStore(root: $0) }
+        if let threads { scan.threads = threads }
+    }
+}
+
 switch arguments.first {
 case "--version" where arguments.count == 1:
     emit(cairnVersion + "\n")
@@ -100,6 +162,23 @@ case "status":
 case "image" where arguments.count > 2 && arguments[1] == "digest" && !arguments.dropFirst(2).contains(where: { $0.hasPrefix("-") }):
     signal(SIGPIPE, SIG_IGN)
     do { try KernelVerity.printDigests(of: Array(arguments.dropFirst(2)), emit) } catch { fail(error) }
+case "image" where arguments.count > 2 && arguments[1] == "create":
+    guard let c = ImageCreateArguments(arguments.dropFirst(2)) else { handOver() }
+    // The same call as cairn-full's `image create --from-dir`.
+    do {
+        let options = ComposefsWriteOptions.commandLine(minVersion: c.minVersion, maxVersion: c.maxVersion, useEpoch: c.scan.useEpoch)
+        let digest = try DirectoryImage.create(Array(c.source.utf8), scan: c.scan, options: options,
+                                               output: DirectoryImage.Output(c.image), digest: c.printDigest)
+        if let digest {
+            // On stderr when the image itself went to stdout.
+            let line = Array((hexString(digest) + "\n").utf8)
+            if c.image == "-" { _ = try? FileDescriptor.standardError.write(line) } else { emit(String(decoding: line, as: UTF8.self)) }
+        }
+    } catch let e as SystemError where e.errno == EPIPE && c.image == "-" {
+        exit(128 + SIGPIPE)
+    } catch {
+        fail(RepoError("creating image \(c.image ?? "(digest only)")", "\(error)"))
+    }
 default:
     handOver()
 }

@@ -2,8 +2,8 @@ import CairnTestSupport
 import Foundation
 import XCTest
 
-/// The `cairn` front end answers `status`, `image digest` and `--version`
-/// itself, reading the sysroot without libostree; cairn-full does the rest.
+/// The `cairn` front end answers `status`, `image digest`, `image create
+/// --from-dir` and `--version` itself, reading the sysroot without libostree; cairn-full does the rest.
 final class FrontEndTests: SysrootTestCase {
     func full(_ args: [String], expect status: Int32 = 0, file: StaticString = #filePath, line: UInt = #line) throws -> ProcessResult {
         let r = try TestSupport.run(try TestSupport.executable("cairn-full"), args)
@@ -87,5 +87,73 @@ final class FrontEndTests: SysrootTestCase {
         let gone = try cairn(["image", "digest", a, dir + "/missing"], expect: 1)
         XCTAssertEqual(gone.stderr, try full(["image", "digest", a, dir + "/missing"], expect: 1).stderr)
         XCTAssertTrue(gone.stderr.hasPrefix("cairn: error: hashing \(dir)/missing: "), gone.stderr)
+    }
+
+    /// `image create --from-dir`: the front end, alone in a folder (so that
+    /// it cannot hand over), writes the bytes, digest store, digest lines
+    /// and errors cairn-full writes, whatever the options.
+    func testImageCreateFromDirectoryIsTheFrontEndsAndTheSame() throws {
+        let alone = dir + "/alone"
+        try FileManager.default.createDirectory(atPath: alone, withIntermediateDirectories: true)
+        try FileManager.default.copyItem(atPath: cairnPath, toPath: alone + "/cairn")
+        let tree = dir + "/tree"
+        try TestSupport.sh("""
+            mkdir -p '\(tree)/usr/bin' '\(tree)/etc/empty' && printf 'small' > '\(tree)/etc/hostname' \
+            && head -c 300000 /dev/urandom > '\(tree)/usr/bin/big' && cp '\(tree)/usr/bin/big' '\(tree)/usr/bin/copy' \
+            && ln '\(tree)/usr/bin/big' '\(tree)/usr/bin/link' && ln -s ../usr/bin/big '\(tree)/etc/alias' \
+            && : > '\(tree)/etc/zero' && setfattr -n user.note -v hi '\(tree)/etc/hostname' \
+            && mkfifo '\(tree)/etc/fifo' && touch -d @1700000000 '\(tree)/usr/bin/big'
+            """)
+        func listing(_ folder: String) throws -> String {
+            try TestSupport.sh("cd '\(folder)' && find . -printf '%p %s %m\\n' | sort")
+        }
+        let variants: [[String]] = [
+            [], ["--use-epoch"], ["--digest-store", "STORE"], ["--digest-store=STORE", "--threads", "1", "--print-digest"],
+            ["--skip-xattrs", "--max-version=0"], ["--user-xattrs", "--min-version", "1"], ["--skip-devices", "--threads=2"],
+        ]
+        for (k, v) in variants.enumerated() {
+            var outputs: [String] = []
+            for (who, program) in [("front", alone + "/cairn"), ("full", try TestSupport.executable("cairn-full"))] {
+                let store = dir + "/store-\(who)-\(k)", image = dir + "/\(who)-\(k).cfs"
+                let args = ["image", "create"] + v.map { $0.replacingOccurrences(of: "STORE", with: store) } + ["--from-dir", tree, image]
+                let r = try TestSupport.run(program, args)
+                XCTAssertEqual(r.status, 0, "\(who) \(args): \(r.stderr)")
+                let bytes = try Data(contentsOf: URL(fileURLWithPath: image))
+                outputs.append("\(r.stdout)|\(r.stderr)|\(bytes.base64EncodedString())|" + (v.contains { $0.contains("STORE") } ? try listing(store) : ""))
+            }
+            XCTAssertEqual(outputs[0], outputs[1], "image create \(v)")
+            if v.contains("--print-digest") {
+                XCTAssertEqual(outputs[0].prefix(65), try TestSupport.sh("fsverity digest --compact '\(dir)/front-\(k).cfs'").prefix(65))
+            }
+        }
+        // To stdout (the digest then on stderr), and the digest alone.
+        let cairnAlone = alone + "/cairn", full = try TestSupport.executable("cairn-full")
+        for args in [["--print-digest", "-"], ["--print-digest-only"]] {
+            let a = try TestSupport.run(cairnAlone, ["image", "create", "--from-dir", tree] + args)
+            let b = try TestSupport.run(full, ["image", "create", "--from-dir", tree] + args)
+            XCTAssertEqual(a.status, 0, a.stderr)
+            XCTAssertEqual(a.stdoutData, b.stdoutData, "\(args)")
+            XCTAssertEqual(a.stderr, b.stderr, "\(args)")
+        }
+        XCTAssertEqual(try TestSupport.run(cairnAlone, ["image", "create", "--from-dir", tree, "--print-digest-only"]).stdout,
+                       try TestSupport.run(cairnAlone, ["image", "create", "--from-dir", tree, "--print-digest", dir + "/again.cfs"]).stdout)
+        // The same error, naming the image and the missing source.
+        let missing = ["image", "create", "--from-dir", dir + "/nothing", dir + "/x.cfs"]
+        let a = try TestSupport.run(cairnAlone, missing), b = try TestSupport.run(full, missing)
+        XCTAssertEqual(a.status, 1)
+        XCTAssertEqual(a.stderr, b.stderr)
+        XCTAssertTrue(a.stderr.hasPrefix("cairn: error: creating image \(dir)/x.cfs: ") && a.stderr.contains("nothing"), a.stderr)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: dir + "/x.cfs"))
+        // What cairn-full refuses, it refuses for the front end too (handed over).
+        for bad in [["--from-dir", tree], ["--from-dir", tree, "--threads", "0", dir + "/y.cfs"], ["--from-dir", tree, "--max-version", "2", dir + "/y.cfs"],
+                    ["--from-dir", tree, "--print-digest-only", dir + "/y.cfs"], ["--from-dump", dir + "/nothing", "--use-epoch", dir + "/y.cfs"]] {
+            let r = try TestSupport.run(cairnPath, ["image", "create"] + bad)
+            XCTAssertNotEqual(r.status, 0, "\(bad)")
+            XCTAssertEqual(r.stderr, try TestSupport.run(full, ["image", "create"] + bad).stderr, "\(bad)")
+            XCTAssertTrue(r.stderr.hasPrefix("cairn: error: "), r.stderr)
+            // Alone, the front end could only have handed these over.
+            XCTAssertTrue(try TestSupport.run(cairnAlone, ["image", "create"] + bad).stderr.contains("cairn-full"), "\(bad)")
+        }
+        XCTAssertFalse(FileManager.default.fileExists(atPath: dir + "/y.cfs"))
     }
 }

@@ -173,21 +173,35 @@ struct ImageCreate: ParsableCommand {
 
     func run() throws {
         if let dump = fromDump { return try runFromDump(dump) }
-        let bytes: [UInt8]
         let options = ComposefsWriteOptions.commandLine(minVersion: minVersion, maxVersion: maxVersion, useEpoch: useEpoch)
-        let store = digestStore.map { DigestStore(root: $0) }
+        var scan = DirectoryScanOptions(useEpoch: useEpoch, skipXattrs: skipXattrs, userXattrsOnly: userXattrs,
+                                        skipDevices: skipDevices, digestStore: digestStore.map { DigestStore(root: $0) })
+        if let threads { scan.threads = threads }
+        if let dir = fromDir {
+            // The front end runs this same call (Sources/cairn).
+            Output.flush()
+            let digest: [UInt8]?
+            do {
+                digest = try DirectoryImage.create(Array(dir.utf8), scan: scan, options: options,
+                                                   output: DirectoryImage.Output(image), digest: printDigest)
+            } catch let e as SystemError where e.errno == EPIPE && image == "-" {
+                throw e  // a reader that went away: the quiet exit of a closed pipe
+            } catch let e as ComposefsError {
+                throw RepoError("creating image \(target)", e.description)
+            } catch let e as SystemError {
+                throw RepoError("creating image \(target)", e.description)
+            }
+            if let digest { show(digest) }
+            return
+        }
+        let bytes: [UInt8]
         // Held until the image naming the store's new objects is written:
         // `image gc` waits for it.
         var lock: FileDescriptor?
         defer { lock?.close() }
         do {
-            if let store { lock = try store.lock(exclusive: false) }
-            var scan = DirectoryScanOptions(useEpoch: useEpoch, skipXattrs: skipXattrs, userXattrsOnly: userXattrs,
-                                            skipDevices: skipDevices, digestStore: store)
-            if let threads { scan.threads = threads }
-            if let dir = fromDir {
-                bytes = try ImageWriter.image(of: try DirectoryScanner.scan(dir, options: scan), options: options)
-            } else if let source = fromOCI, let store {
+            if let store = scan.digestStore { lock = try store.lock(exclusive: false) }
+            if let source = fromOCI, let store = scan.digestStore {
                 bytes = try ImageWriter.image(of: try OCIComposefs.tree(of: source, store: store, options: scan), options: options)
             } else {
                 let r = try repo.open()
