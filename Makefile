@@ -123,8 +123,7 @@ bench-storage:
 
 bench-image-store:
 	@scripts/install-packages.sh $(BENCH_PACKAGES)
-	swift build -c release
-	scripts/bench_image_store.py .build/release/cairn
+	scripts/bench_image_store.py
 
 bench-composefs:
 	@scripts/install-packages.sh $(BENCH_PACKAGES)
