@@ -37,10 +37,10 @@ public enum DirectoryScanner {
 
     public static func scan(_ source: [UInt8], options: DirectoryScanOptions = .init()) throws -> ComposefsTree {
         func io(_ e: SystemError) -> ComposefsError { ComposefsError(.io, e.description, path: e.path) }
-        // Per regular file with content: its entry, size, and which distinct
-        // file (dev, ino) it is. Kept small: a tree of 50k files holds this
-        // and the tree at once; paths are rebuilt from the tree when needed.
-        var files: [(entry: Int32, unique: Int32, size: UInt64)] = []
+        // Per regular file with content: its entry and which distinct file
+        // (dev, ino) it is. Kept small: a tree of 50k files holds this and
+        // the tree at once; paths are rebuilt from the tree when needed.
+        var files: [(entry: Int32, unique: Int32)] = []
         var unique: [Int32] = []                 // index into `files` of each distinct file
         var linked: [DeviceInode: Int32] = [:]   // only files with more than one link
         var tree: ComposefsTree
@@ -66,7 +66,7 @@ public enum DirectoryScanner {
                             if let known = linked[key] { u = known } else { linked[key] = u }
                         }
                         if u == Int32(unique.count) { unique.append(Int32(files.count)) }
-                        files.append((Int32(e), u, UInt64(st.st_size)))
+                        files.append((Int32(e), u))
                     }
                 }
             }
@@ -83,9 +83,9 @@ public enum DirectoryScanner {
         let buffers = (0..<workers).map { _ in UnsafeMutableRawBufferPointer.allocate(byteCount: hashBufferSize, alignment: 4096) }
         defer { for b in buffers { b.deallocate() } }
         do {
-            let frozen = tree, work = unique.map { files[Int($0)] }
-            parallelFor(work.count, threads: options.threads) { worker, u in
-                let path = source + frozen.path(of: Int(work[u].entry))
+            let frozen = tree, entries = unique.map { files[Int($0)].entry }
+            parallelFor(entries.count, threads: options.threads) { worker, u in
+                let path = source + frozen.path(of: Int(entries[u]))
                 do {
                     let fd = try FileDescriptor.open(path, O_RDONLY | O_NOFOLLOW)
                     try fd.closeAfter {
