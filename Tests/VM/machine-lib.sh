@@ -392,8 +392,10 @@ EOF
 # (QEMU start to exit), machine_boot_end (its host time) and machine_multi_user_seconds (QEMU start to the
 # agent's CAIRN-MULTI-USER line, host clock), and prints both.
 # CAIRN_VM_WATCH=1 copies the console to stderr as it comes.
-# Not retried: with QEMU 10.0.2 no guest crashed in the 20 OVMF boots and 6
-# sealing boots measured while this was written (without icount).
+# Not retried here: with QEMU 10.0.2 no guest crashed in the 20 OVMF boots
+# and 6 sealing boots measured while this was written (without icount).
+# machine-test.sh boots its tampered copies once more when the guest never
+# reached cairn-prepare-root: one such hang was seen on 2026-12-03.
 # usage: machine_boot DISK SCRIPT CONSOLE-OUT [TIMEOUT]
 machine_boot() {
     local disk=$1 script=$2 console=$3 limit=${4:-600} start net stamp pidfile
