@@ -271,11 +271,13 @@ final class ImageTests: CairnTestCase {
 }
 
 extension ImageTests {
-    /// ostree's own test (tests/test-composefs.sh) commits its test
-    /// repository's tree with these options and pins the composefs dump line
-    /// of /baz/cow; our image of the same commit has that line to the byte.
-    /// (Its pinned image digest is not reproduced: see BENCHMARKS/notes.)
-    func testUpstreamOstreeDumpLine() throws {
+    /// ostree's own test (tests/test-composefs.sh, ostree 2026.4) commits the
+    /// tree of its test repository (tests/libtest.sh) with these options and
+    /// pins three values: the commit's ostree.composefs.digest.v0, the sha256
+    /// of `ostree checkout --composefs` and of `--composefs-noverity`, and the
+    /// dump line of /baz/cow. cairn reproduces all of them, for its own
+    /// commit and for Debian ostree's commit of the same tree.
+    func testUpstreamOstreePinnedValues() throws {
         try TestSupport.sh("""
             set -e
             umask 022
@@ -291,11 +293,28 @@ extension ImageTests {
             echo hix > baz/deeper/ohyeahx && chmod 755 baz/deeper/ohyeahx
             ln -s nonexistent baz/alink
             mkdir baz/another && echo x > baz/another/y
+            mkdir baz/sub1
+            echo SAME_CONTENT > baz/sub1/duplicate_a
+            echo SAME_CONTENT > baz/sub1/duplicate_b
+            mkdir baz/sub2 && echo SAME_CONTENT > baz/sub2/duplicate_c
             """)
+        let options = ["--owner-uid=0", "--owner-gid=0", "--no-xattrs", "--canonical-permissions"]
         try cairn(["init", "--repo", dir + "/repo", "--mode", "bare-user"])
-        let c = try cairn(["commit", "--repo", dir + "/repo", "-b", "test-composefs", "--owner-uid=0", "--owner-gid=0",
-                           "--no-xattrs", "--canonical-permissions", dir + "/files"]).lastLine
+        let c = try cairn(["commit", "--repo", dir + "/repo", "-b", "test-composefs"] + options + [dir + "/files"]).lastLine
+        let recorded = try XCTUnwrap(try JSONSerialization.jsonObject(with: try cairn(["show", "--repo", dir + "/repo", "--json", c]).stdoutData) as? [String: Any])["composefsDigest"] as? String
+        XCTAssertEqual(recorded, "be956966c70970ea23b1a8043bca58cfb0d011d490a35a7817b36d04c0210954")
         try cairn(["image", "create", "--repo", dir + "/repo", "--from-commit", c, dir + "/test2-co.cfs"])
+        XCTAssertEqual(try sha256(dir + "/test2-co.cfs"), "031fab2c7f390b752a820146dc89f6880e5739cba7490f64024e0c7d11aad7c9")
+        let bare = try cairn(["commit", "--repo", dir + "/repo", "-b", "test-composefs-without-meta", "--no-composefs"] + options + [dir + "/files"]).lastLine
+        try cairn(["image", "create", "--repo", dir + "/repo", "--from-commit", bare, "--no-verity", dir + "/without-meta-noverity.cfs"])
+        XCTAssertEqual(try sha256(dir + "/without-meta-noverity.cfs"), "78f873a76ccfea3ad7c86312ba0e06f8e0bca54ab4912b23871b31caafe59c24")
+        if (try? TestSupport.require(tool: "ostree")) != nil {
+            // Debian's ostree 2022.7 cannot write the digest itself; the image of its commit is the same.
+            let peer = try TestSupport.sh("ostree commit --repo='\(dir)/repo' -b peer \(options.joined(separator: " ")) '\(dir)/files'")
+                .trimmingCharacters(in: .whitespacesAndNewlines)
+            try cairn(["image", "create", "--repo", dir + "/repo", "--from-commit", peer, dir + "/peer.cfs"])
+            XCTAssertEqual(try sha256(dir + "/peer.cfs"), "031fab2c7f390b752a820146dc89f6880e5739cba7490f64024e0c7d11aad7c9")
+        }
         let dump = try cairn(["image", "dump", dir + "/test2-co.cfs"]).stdout
         XCTAssertTrue(dump.contains("/baz/cow 4 100644 1 0 0 0 0.0 f6/a517d53831a40cff3886a965c70d57aa50797a8e5ea965b2c49cc575a6ff51.file - ebaa23af194a798df610e5fe2bd10725c9c4a3a56a6b62d4d0ee551d4fc4be27\n"), dump)
 
