@@ -122,6 +122,7 @@ final class FrontEndTests: SysrootTestCase {
                 outputs.append("\(r.stdout)|\(r.stderr)|\(bytes.base64EncodedString())|" + (v.contains { $0.contains("STORE") } ? try listing(store) : ""))
             }
             XCTAssertEqual(outputs[0], outputs[1], "image create \(v)")
+            XCTAssertFalse(outputs[0].contains(".tmp"), "a temporary file left in the store: \(v)")
             if v.contains("--print-digest") {
                 XCTAssertEqual(outputs[0].prefix(65), try TestSupport.sh("fsverity digest --compact '\(dir)/front-\(k).cfs'").prefix(65))
             }

@@ -282,6 +282,8 @@ final class OCIImportTests: CairnTestCase {
             mkdir -p '\(outside)' && echo keep > '\(outside)/\(hex62)' && ln -s '\(outside)' '\(store)/ab'
             echo notes > '\(store)/README' && echo partial > '\(store)/.tmpFresh1' && echo stale > '\(store)/.tmpStale1'
             touch -d '2 hours ago' '\(store)/.tmpStale1'
+            mkdir -p '\(store)/cd' && echo partial > '\(store)/cd/.tmpFresh2' && echo stale > '\(store)/cd/.tmpStale2'
+            touch -d '2 hours ago' '\(store)/cd/.tmpStale2'
             """)
         let before = try TestSupport.sh("cd '\(store)' && find . | sort")
 
@@ -289,14 +291,16 @@ final class OCIImportTests: CairnTestCase {
         XCTAssertEqual(try TestSupport.sh("cd '\(store)' && find . | sort"), before, "a dry run removed something")
         XCTAssertTrue(dry.stdout.contains("would remove \(onlyB.first!) (70000 bytes)"), dry.stdout)
         XCTAssertTrue(dry.stdout.contains("would remove .tmpStale1 (unfinished write)") && !dry.stdout.contains("tmpFresh1"), dry.stdout)
+        XCTAssertTrue(dry.stdout.contains("would remove cd/.tmpStale2 (unfinished write)") && !dry.stdout.contains("tmpFresh2"), dry.stdout)
         XCTAssertTrue(dry.stdout.contains("would remove 1 object(s), 70000 bytes;"), dry.stdout)
 
         let gc = try cairn(["image", "gc", "--digest-store", store, a])
-        XCTAssertTrue(gc.stdout.contains("removed 1 object(s), 70000 bytes; \(try objects(a).count) object(s) in use; removed 1 unfinished write(s)"), gc.stdout)
+        XCTAssertTrue(gc.stdout.contains("removed 1 object(s), 70000 bytes; \(try objects(a).count) object(s) in use; removed 2 unfinished write(s)"), gc.stdout)
         XCTAssertEqual(try cairn(["image", "missing-objects", "--basedir", store, a]).stdout, "")
         XCTAssertEqual(Set(try cairn(["image", "missing-objects", "--basedir", store, b]).stdout.split(separator: "\n").map(String.init)), onlyB)
-        XCTAssertEqual(try TestSupport.sh("cat '\(outside)/\(hex62)' '\(store)/README' '\(store)/.tmpFresh1'"), "keep\nnotes\npartial\n")
+        XCTAssertEqual(try TestSupport.sh("cat '\(outside)/\(hex62)' '\(store)/README' '\(store)/.tmpFresh1' '\(store)/cd/.tmpFresh2'"), "keep\nnotes\npartial\npartial\n")
         XCTAssertFalse(FileManager.default.fileExists(atPath: store + "/.tmpStale1"))
+        XCTAssertFalse(FileManager.default.fileExists(atPath: store + "/cd/.tmpStale2"))
         // With both images named nothing goes; the missing object is reported.
         let both = try cairn(["image", "gc", "--digest-store", store, a, b])
         XCTAssertTrue(both.stdout.contains("removed 0 object(s), 0 bytes"), both.stdout)
