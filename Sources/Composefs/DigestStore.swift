@@ -42,9 +42,12 @@ public struct DigestStore: Sendable {
 
     /// Copies the whole file open at `source` into a new object unless the
     /// store has it: a reflink where the filesystem can, else
-    /// copy_file_range from the start (as mkcomposefs does). `path` names
-    /// the file in errors. The object gets its name in `install`.
-    public func store(_ source: FileDescriptor, path: [UInt8], digest: [UInt8]) throws -> DigestStoreObject? {
+    /// copy_file_range from the start (as mkcomposefs does). The copy is
+    /// hashed again (reading it into `buffer`), so a source rewritten
+    /// after it was hashed never gives an object a name its content does
+    /// not have. `path` names the file in errors. The object gets its name
+    /// in `install`.
+    public func store(_ source: FileDescriptor, path: [UInt8], digest: [UInt8], buffer: UnsafeMutableRawBufferPointer) throws -> DigestStoreObject? {
         if FileSystem.exists(objectPath(digest)) { return nil }
         // Beside its final name: creating thousands of temporaries in one
         // directory was the largest cost of a store being filled (ext4:
@@ -52,6 +55,12 @@ public struct DigestStore: Sendable {
         let object = try DigestStoreObject(store: self, in: try makeSubdirectory(digest))
         guard lseek(source.rawValue, 0, SEEK_SET) == 0, cairn_copy_file(source.rawValue, object.file.rawValue) == 0 else {
             throw SystemError.current("copying", path: path)
+        }
+        guard lseek(object.file.rawValue, 0, SEEK_SET) == 0 else { throw SystemError.current("lseek", path: object.temporaryPath) }
+        var copied = [UInt8](repeating: 0, count: 32)
+        _ = try copied.withUnsafeMutableBytes { try DirectoryScanner.hash(object.file, into: $0, keepIfAtMost: 0, buffer: buffer) }
+        guard copied == digest else {
+            throw ComposefsError(.io, "it changed while the image was being made (its copy in the digest store has another digest)", path: path)
         }
         _ = try object.finish(digest: digest)
         return object
@@ -100,7 +109,7 @@ public struct DigestStore: Sendable {
 public final class DigestStoreObject {
     let store: DigestStore
     let file: FileDescriptor
-    private let temporaryPath: [UInt8]
+    let temporaryPath: [UInt8]
     /// Made by the first `write` (copied objects are hashed by the caller).
     private var hasher: FsVerityHasher?
     private var written: UInt64 = 0

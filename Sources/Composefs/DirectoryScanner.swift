@@ -31,6 +31,13 @@ public struct DirectoryScanOptions: Sendable {
 /// readlink, llistxattr; nlink 1 (source hardlinks become separate inodes,
 /// as mkcomposefs does); regular files get their fs-verity digest and the
 /// payload `xx/<62 hex>`, and files of at most 64 bytes are inlined.
+///
+/// The tree's owner may be hostile to whoever runs this (root, filling a
+/// store of world-readable objects): the walk goes through directory
+/// descriptors (each directory opened O_NOFOLLOW and checked to be the one
+/// listed), each file read is checked to be the (device, inode) scanned,
+/// and each new object's copy is hashed again. A file swapped, grown or
+/// rewritten meanwhile is an error naming it, never content from elsewhere.
 public enum DirectoryScanner {
     /// Files of at most this many bytes are kept in the image, not in an object.
     public static let maxInline = 64
@@ -42,33 +49,45 @@ public enum DirectoryScanner {
         // the tree at once; paths are rebuilt from the tree when needed.
         var files: [(entry: Int32, unique: Int32)] = []
         var unique: [Int32] = []                 // index into `files` of each distinct file
+        var identities: [DeviceInode] = []       // of each distinct file, checked when it is read
         var linked: [DeviceInode: Int32] = [:]   // only files with more than one link
-        var tree: ComposefsTree
+        var tree = ComposefsTree(root: ComposefsNode(mode: FileMode.directory | 0o755))  // the root's node is the source's, below
+        // Depth first, one open descriptor per level.
+        func walk(_ dir: FileDescriptor, _ dirEntry: Int, _ dirPath: [UInt8]) throws {
+            for name in try naming(dirPath, { try FileSystem.directoryEntries([0x2e], relativeTo: dir) }) {
+                let path = dirPath + [0x2f] + name
+                let st = try naming(path) { try FileSystem.lstat(name, relativeTo: dir) }
+                let type = st.st_mode & S_IFMT
+                if options.skipDevices && (type == S_IFCHR || type == S_IFBLK) { continue }
+                if type == S_IFDIR {
+                    let sub = try openDirectory(name, in: dir, scanned: st, path: path)
+                    try sub.closeAfter {
+                        let e = try tree.addChild(dirEntry, name: name, node: try node(nil, in: sub, st, options, path: path))
+                        try walk(sub, e, path)
+                    }
+                    continue
+                }
+                let e = try tree.addChild(dirEntry, name: name, node: try node(name, in: dir, st, options, path: path))
+                if type == S_IFREG && st.st_size > 0 {
+                    let id = DeviceInode(st)
+                    var u = Int32(unique.count)
+                    if st.st_nlink > 1 {
+                        if let known = linked[id] { u = known } else { linked[id] = u }
+                    }
+                    if u == Int32(unique.count) { unique.append(Int32(files.count)); identities.append(id) }
+                    files.append((Int32(e), u))
+                }
+            }
+        }
         do {
             let st = try FileSystem.lstat(source)
             guard st.st_mode & S_IFMT == S_IFDIR else {
                 throw ComposefsError(.invalidTree, "source is not a directory", path: source)
             }
-            tree = ComposefsTree(root: try node(source, st, options))
-            var stack: [(Int, [UInt8])] = [(0, source)]
-            while let (dirEntry, dirPath) = stack.popLast() {
-                for name in try FileSystem.directoryEntries(dirPath) {
-                    let path = dirPath + [0x2f] + name
-                    let st = try FileSystem.lstat(path)
-                    let type = st.st_mode & S_IFMT
-                    if options.skipDevices && (type == S_IFCHR || type == S_IFBLK) { continue }
-                    let e = try tree.addChild(dirEntry, name: name, node: try node(path, st, options))
-                    if type == S_IFDIR { stack.append((e, path)) }
-                    if type == S_IFREG && st.st_size > 0 {
-                        var u = Int32(unique.count)
-                        if st.st_nlink > 1 {
-                            let key = DeviceInode(device: UInt64(st.st_dev), inode: UInt64(st.st_ino))
-                            if let known = linked[key] { u = known } else { linked[key] = u }
-                        }
-                        if u == Int32(unique.count) { unique.append(Int32(files.count)) }
-                        files.append((Int32(e), u))
-                    }
-                }
+            let root = try openDirectory(source, in: .currentWorkingDirectory, scanned: st, path: source)
+            try root.closeAfter {
+                tree[ComposefsTree.root] = try node(nil, in: root, st, options, path: source)
+                try walk(root, 0, source)
             }
         } catch let e as SystemError { throw io(e) }
         linked = [:]
@@ -85,13 +104,22 @@ public enum DirectoryScanner {
         do {
             let frozen = tree, entries = unique.map { files[Int($0)].entry }
             parallelFor(entries.count, threads: options.threads) { worker, u in
-                let path = source + frozen.path(of: Int(entries[u]))
+                let entry = Int(entries[u])
+                let path = source + frozen.path(of: entry)
                 do {
-                    let fd = try FileDescriptor.open(path, O_RDONLY | O_NOFOLLOW)
+                    // By path, so checked: an intermediate directory may be a symlink by now.
+                    let fd = try FileDescriptor.open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY)
                     try fd.closeAfter {
-                        let small = try hash(fd, into: digests[u], keepIfAtMost: maxInline, buffer: buffers[worker])
+                        let st = try fd.stat()
+                        guard st.st_mode & S_IFMT == S_IFREG, DeviceInode(st) == identities[u] else {
+                            throw replaced(path)
+                        }
+                        let (small, size) = try hash(fd, into: digests[u], keepIfAtMost: maxInline, buffer: buffers[worker])
+                        guard size == frozen.nodes[entry].size else {
+                            throw ComposefsError(.io, "it changed size while the image was being made", path: path)
+                        }
                         if let small { contents[u] = small } else if let store {
-                            objects[u] = try store.store(fd, path: path, digest: Array(digests[u]))
+                            objects[u] = try store.store(fd, path: path, digest: Array(digests[u]), buffer: buffers[worker])
                         }
                     }
                 } catch let e as SystemError {
@@ -136,23 +164,61 @@ public enum DirectoryScanner {
         try scan(Array(source.utf8), options: options)
     }
 
-    static func node(_ path: [UInt8], _ st: stat, _ o: DirectoryScanOptions) throws -> ComposefsNode {
+    /// Runs `body`, naming `path` in its system error (calls relative to a
+    /// directory descriptor name only the last component).
+    static func naming<T>(_ path: [UInt8], _ body: () throws -> T) throws -> T {
+        do { return try body() } catch var e as SystemError {
+            e.path = path
+            throw e
+        }
+    }
+
+    static func replaced(_ path: [UInt8]) -> ComposefsError {
+        ComposefsError(.io, "it was replaced while the image was being made", path: path)
+    }
+
+    /// The directory `name` in `dir`, if it is still the one `scanned`.
+    static func openDirectory(_ name: [UInt8], in dir: FileDescriptor, scanned: stat, path: [UInt8]) throws -> FileDescriptor {
+        let replaced = replaced(path)
+        let fd: FileDescriptor
+        do { fd = try FileDescriptor.open(name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW, relativeTo: dir) } catch let e as SystemError {
+            if e.errno == ELOOP || e.errno == ENOTDIR || e.errno == ENOENT { throw replaced }
+            throw SystemError(errno: e.errno, operation: e.operation, path: path)
+        }
+        let st: stat
+        do { st = try fd.stat() } catch { fd.close(); throw error }
+        guard DeviceInode(st) == DeviceInode(scanned) else { fd.close(); throw replaced }
+        return fd
+    }
+
+    /// The node of `name` in `dir` (nil: `dir` itself), from its lstat `st`;
+    /// `path` names it in errors.
+    static func node(_ name: [UInt8]?, in dir: FileDescriptor, _ st: stat, _ o: DirectoryScanOptions, path: [UInt8]) throws -> ComposefsNode {
         var n = ComposefsNode(mode: UInt32(st.st_mode), uid: st.st_uid, gid: st.st_gid, nlink: 1,
                               rdev: UInt32(truncatingIfNeeded: st.st_rdev), size: UInt64(max(0, st.st_size)),
                               mtimeSec: o.useEpoch ? 0 : Int64(st.st_mtim.tv_sec),
                               mtimeNsec: o.useEpoch ? 0 : UInt32(truncatingIfNeeded: st.st_mtim.tv_nsec))
         let type = st.st_mode & S_IFMT
-        if type == S_IFLNK {
-            let t = try FileSystem.readLink(path)
+        if type == S_IFLNK, let name {
+            let t: [UInt8]
+            do { t = try FileSystem.readLink(name, relativeTo: dir) } catch let e as SystemError {
+                if e.errno == EINVAL || e.errno == ENOENT { throw replaced(path) }  // no longer a symlink
+                throw SystemError(errno: e.errno, operation: e.operation, path: path)
+            }
             guard !t.isEmpty, t.count < 4096 else { throw ComposefsError(.invalidTree, "symlink target empty or too long", path: path) }
             n.payload = t
             n.size = UInt64(t.count)
         }
         if type != S_IFCHR && type != S_IFBLK { n.rdev = 0 }
         if !o.skipXattrs {
-            for name in try FileSystem.listXattrs(path) {
-                if o.userXattrsOnly && !hasPrefix(name, Array("user.".utf8)) { continue }
-                n.setXattr(name, try FileSystem.getXattr(path, name: name))
+            // A symlink has no descriptor that carries its xattrs: name the
+            // entry through its directory's descriptor, as libostree does.
+            let via = name.map { Array("/proc/self/fd/\(dir.rawValue)/".utf8) + $0 }
+            try naming(path) {
+                for key in try via.map { try FileSystem.listXattrs($0) } ?? FileSystem.listXattrs(of: dir, path: path) {
+                    if o.userXattrsOnly && !hasPrefix(key, Array("user.".utf8)) { continue }
+                    n.setXattr(key, try via.map { try FileSystem.getXattr($0, name: key) } ?? FileSystem.getXattr(of: dir, name: key, path: path))
+                }
             }
         }
         return n
@@ -163,9 +229,9 @@ public enum DirectoryScanner {
 
     /// Writes the fs-verity digest of the file open at `fd` (from its
     /// current offset) to `digest`; returns its bytes if it has at least
-    /// one and at most `limit`.
+    /// one and at most `limit`, and how many bytes it hashed.
     static func hash(_ fd: FileDescriptor, into digest: UnsafeMutableRawBufferPointer, keepIfAtMost limit: Int,
-                     buffer: UnsafeMutableRawBufferPointer) throws -> [UInt8]? {
+                     buffer: UnsafeMutableRawBufferPointer) throws -> (small: [UInt8]?, size: UInt64) {
         let h = FsVerityHasher()
         var small: [UInt8]? = []
         while true {
@@ -178,8 +244,9 @@ public enum DirectoryScanner {
             }
         }
         if h.count == 0 { small = nil }
+        let size = h.count
         _ = h.finalize().withUnsafeBytes { digest.copyMemory(from: $0) }
-        return small
+        return (small, size)
     }
 }
 
@@ -187,6 +254,7 @@ public enum DirectoryScanner {
 struct DeviceInode: Hashable {
     var device: UInt64
     var inode: UInt64
+    init(_ st: stat) { device = UInt64(st.st_dev); inode = UInt64(st.st_ino) }
 }
 
 /// 32-byte digests that worker threads write at distinct indices.

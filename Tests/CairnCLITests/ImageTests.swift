@@ -375,3 +375,58 @@ extension ImageTests {
         try cairn(["image", "create", "--from-dir", dir + "/t", "--no-verity", dir + "/x.cfs"], expect: 2)
     }
 }
+
+extension ImageTests {
+    /// Whoever owns the source tree may swap one of its directories for a
+    /// symlink while root runs `image create --from-dir` on it: no byte
+    /// from outside the tree may reach the digest store (whose objects are
+    /// world-readable) or the image. The scan walks directory descriptors
+    /// and each file read is checked to be the file scanned; a swap seen
+    /// is an error naming the file, or the tree as it was at that moment.
+    func testSwappingADirectoryForASymlinkLeaksNothing() throws {
+        try TestSupport.sh("""
+            set -e
+            mkdir -p '\(dir)/tree/d' '\(dir)/outside'
+            for i in $(seq 400); do printf 'inside %0100d' $i > '\(dir)/tree/d/f'$i; printf 'SECRET %0100d' $i > '\(dir)/outside/f'$i; done
+            chmod 600 '\(dir)/outside'/*
+            """)
+        // Swaps tree/d and a symlink to outside/, back and forth, until told to stop.
+        let swapper = Process()
+        swapper.executableURL = URL(fileURLWithPath: "/usr/bin/python3")
+        // renameat2(RENAME_EXCHANGE): tree/d is always there, a directory or a symlink.
+        swapper.arguments = ["-c", """
+            import ctypes, os, sys
+            libc = ctypes.CDLL(None, use_errno=True)
+            t, o = sys.argv[1], sys.argv[2]
+            os.symlink(o, t + "/../link")
+            a, b = (t + "/d").encode(), (t + "/../link").encode()
+            while not os.path.exists(t + "/../stop"):
+                if libc.renameat2(-100, a, -100, b, 2) != 0:
+                    sys.exit("renameat2: " + os.strerror(ctypes.get_errno()))
+            """, dir + "/tree", dir + "/outside"]
+        try swapper.run()
+        defer {
+            FileManager.default.createFile(atPath: dir + "/stop", contents: nil)
+            swapper.waitUntilExit()
+            XCTAssertEqual(swapper.terminationStatus, 0, "the swapper failed")
+        }
+        var outcomes: [Int32: Int] = [:]
+        let deadline = Date().addingTimeInterval(20)
+        var round = 0
+        while Date() < deadline || round < 10 {
+            round += 1
+            let store = dir + "/store\(round)", image = dir + "/img\(round).cfs"
+            let r = try TestSupport.run(cairnPath, ["image", "create", "--from-dir", dir + "/tree", "--digest-store", store, image])
+            outcomes[r.status, default: 0] += 1
+            if r.status != 0 {
+                XCTAssertTrue(r.stderr.hasPrefix("cairn: error: ") && r.stderr.contains("\(dir)/tree/d"), r.stderr)
+            }
+            let leaked = try TestSupport.sh("grep -rl SECRET '\(store)' '\(image)' 2>/dev/null || true")
+            XCTAssertEqual(leaked, "", "round \(round): bytes from outside the tree reached the store or the image")
+            if !leaked.isEmpty { break }
+            try? FileManager.default.removeItem(atPath: store)
+            try? FileManager.default.removeItem(atPath: image)
+        }
+        print("swap race: \(round) rounds, exit statuses \(outcomes)")
+    }
+}
