@@ -361,7 +361,7 @@ final class DirectoryWriter {
     }
 
     private func readXattrs(ofLinkNamed name: [UInt8], in dir: FileDescriptor, path: [UInt8]) throws -> [Xattr] {
-        let viaDirectory = Array("/proc/self/fd/\(dir.rawValue)/".utf8) + name
+        let viaDirectory = dir.procPath(ofEntry: name)
         do {
             return try FileSystem.listXattrs(viaDirectory).map { Xattr(name: $0, value: try FileSystem.getXattr(viaDirectory, name: $0)) }
         } catch let e as SystemError {

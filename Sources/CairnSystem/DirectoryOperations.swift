@@ -29,6 +29,12 @@ public extension FileDescriptor {
     /// (for an O_PATH descriptor of a symlink: the symlink itself).
     var procPath: [UInt8] { Array("/proc/self/fd/\(rawValue)".utf8) }
 
+    /// "/proc/self/fd/N/NAME": the entry NAME of this directory, for the
+    /// l*xattr calls, which have no *at() form (and no descriptor of a
+    /// symlink carries its xattrs). N resolves to this directory itself,
+    /// however it was reached; the l* calls do not follow NAME.
+    func procPath(ofEntry name: [UInt8]) -> [UInt8] { procPath + [0x2f] + name }
+
     /// Whether this is a path-only descriptor, on which read, fchmod and
     /// f*xattr fail with EBADF.
     var isPathOnly: Bool { fcntl(rawValue, F_GETFL) & cairn_O_PATH != 0 }

@@ -211,9 +211,9 @@ public enum DirectoryScanner {
         }
         if type != S_IFCHR && type != S_IFBLK { n.rdev = 0 }
         if !o.skipXattrs {
-            // A symlink has no descriptor that carries its xattrs: name the
-            // entry through its directory's descriptor, as libostree does.
-            let via = name.map { Array("/proc/self/fd/\(dir.rawValue)/".utf8) + $0 }
+            // Named through the directory's descriptor, as libostree does
+            // for symlinks: no extra open per entry.
+            let via = name.map { dir.procPath(ofEntry: $0) }
             try naming(path) {
                 for key in try via.map { try FileSystem.listXattrs($0) } ?? FileSystem.listXattrs(of: dir, path: path) {
                     if o.userXattrsOnly && !hasPrefix(key, Array("user.".utf8)) { continue }
