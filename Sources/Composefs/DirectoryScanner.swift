@@ -36,8 +36,9 @@ public struct DirectoryScanOptions: Sendable {
 /// store of world-readable objects): the walk goes through directory
 /// descriptors (each directory opened O_NOFOLLOW and checked to be the one
 /// listed), each file read is checked to be the (device, inode) scanned,
-/// and each new object's copy is hashed again. A file swapped, grown or
-/// rewritten meanwhile is an error naming it, never content from elsewhere.
+/// and each new object's copy is hashed again. A file swapped or resized
+/// meanwhile, or rewritten between its hash and its copy, is an error
+/// naming it, never content from elsewhere.
 public enum DirectoryScanner {
     /// Files of at most this many bytes are kept in the image, not in an object.
     public static let maxInline = 64
