@@ -43,11 +43,11 @@ public struct DigestStore: Sendable {
     /// Copies the whole file open at `source` into a new object unless the
     /// store has it: a reflink where the filesystem can, else
     /// copy_file_range from the start (as mkcomposefs does). The copy is
-    /// hashed again (reading it into `buffer`), so a source rewritten
+    /// hashed again, so a source rewritten
     /// after it was hashed never gives an object a name its content does
     /// not have. `path` names the file in errors. The object gets its name
     /// in `install`.
-    public func store(_ source: FileDescriptor, path: [UInt8], digest: [UInt8], buffer: UnsafeMutableRawBufferPointer) throws -> DigestStoreObject? {
+    public func store(_ source: FileDescriptor, path: [UInt8], digest: [UInt8]) throws -> DigestStoreObject? {
         if FileSystem.exists(objectPath(digest)) { return nil }
         // Beside its final name: creating thousands of temporaries in one
         // directory was the largest cost of a store being filled (ext4:
@@ -57,9 +57,7 @@ public struct DigestStore: Sendable {
             throw SystemError.current("copying", path: path)
         }
         guard lseek(object.file.rawValue, 0, SEEK_SET) == 0 else { throw SystemError.current("lseek", path: object.temporaryPath) }
-        var copied = [UInt8](repeating: 0, count: 32)
-        _ = try copied.withUnsafeMutableBytes { try DirectoryScanner.hash(object.file, into: $0, keepIfAtMost: 0, buffer: buffer) }
-        guard copied == digest else {
+        guard try fsVerityDigest(ofFile: object.file) == digest else {
             throw ComposefsError(.io, "it changed while the image was being made (its copy in the digest store has another digest)", path: path)
         }
         _ = try object.finish(digest: digest)
@@ -110,6 +108,8 @@ public final class DigestStoreObject {
     let store: DigestStore
     let file: FileDescriptor
     let temporaryPath: [UInt8]
+    /// Whether the temporary is in the store's root, not already in its xx/.
+    private let inRoot: Bool
     /// Made by the first `write` (copied objects are hashed by the caller).
     private var hasher: FsVerityHasher?
     private var written: UInt64 = 0
@@ -121,6 +121,7 @@ public final class DigestStoreObject {
     public init(store: DigestStore, in directory: [UInt8]? = nil) throws {
         self.store = store
         let directory = directory ?? store.root
+        inRoot = directory == store.root
         var template = directory + [0x2f] + DigestStore.temporaryPrefix + Array("XXXXXX".utf8) + [0]
         let fd = template.withUnsafeMutableBufferPointer { b in
             b.withMemoryRebound(to: CChar.self) { mkstemp($0.baseAddress!) }
@@ -163,7 +164,7 @@ public final class DigestStoreObject {
         defer { discard() }
         let target = store.objectPath(digest)
         if FileSystem.exists(target) { return }
-        _ = try store.makeSubdirectory(digest)
+        if inRoot { _ = try store.makeSubdirectory(digest) }
         if let ro = try? FileDescriptor.open(temporaryPath, O_RDONLY) {
             _ = cairn_enable_verity(ro.rawValue)
             ro.close()

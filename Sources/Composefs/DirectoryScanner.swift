@@ -120,7 +120,7 @@ public enum DirectoryScanner {
                             throw ComposefsError(.io, "it changed size while the image was being made", path: path)
                         }
                         if let small { contents[u] = small } else if let store {
-                            objects[u] = try store.store(fd, path: path, digest: Array(digests[u]), buffer: buffers[worker])
+                            objects[u] = try store.store(fd, path: path, digest: Array(digests[u]))
                         }
                     }
                 } catch let e as SystemError {
@@ -182,7 +182,7 @@ public enum DirectoryScanner {
     static func openDirectory(_ name: [UInt8], in dir: FileDescriptor, scanned: stat, path: [UInt8]) throws -> FileDescriptor {
         let replaced = replaced(path)
         let fd: FileDescriptor
-        do { fd = try FileDescriptor.open(name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW, relativeTo: dir) } catch let e as SystemError {
+        do { fd = try dir.openDirectory(name) } catch let e as SystemError {
             if e.errno == ELOOP || e.errno == ENOTDIR || e.errno == ENOENT { throw replaced }
             throw SystemError(errno: e.errno, operation: e.operation, path: path)
         }
